@@ -1,0 +1,77 @@
+// gpt2-worker: the process that runs GPT-2. Today it offers the offline commands (tokenize, score,
+// sample, init); the training ranks and serving replicas it runs for gpt2d arrive with `run`.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "worker/offline_commands.h"
+#include "worker/tokenizer/tokenize_command.h"
+#include "worker/tokenizer/tokenizer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpt2-worker: trains and serves GPT-2 (libtorch)"};
+  app.require_subcommand(1);
+  std::string vocab;
+  app.add_option("--vocab", vocab,
+                 "GPT-2 vocabulary: a .tiktoken file or a directory with encoder.json + vocab.bpe "
+                 "(default: $GPT2_VOCAB, then the one installed with gpt2d)");
+
+  gpt2::TokenizeCommandOptions tokenize;
+  CLI::App* tok_cmd = app.add_subcommand("tokenize", "Text on stdin -> GPT-2 token ids on stdout");
+  tok_cmd->add_flag("--json", tokenize.json, "Print a JSON array");
+  tok_cmd->add_flag("--jsonl", tokenize.jsonl, "Each input line is a JSON string; print one JSON array per line");
+  tok_cmd->add_flag("--allow-special", tokenize.allow_special, "Map the text <|endoftext|> to token 50256");
+  tok_cmd->add_flag("--decode", tokenize.decode, "Token ids on stdin -> text on stdout");
+
+  gpt2::ScoreOptions score;
+  CLI::App* score_cmd = app.add_subcommand("score", "Mean loss and perplexity of a model on text files");
+  score_cmd->add_option("--model", score.model_dir, "Checkpoint directory (config.json + model.safetensors)")->required();
+  score_cmd->add_option("--stride", score.stride, "Sliding-window step in tokens (default: half the context)")->check(CLI::NonNegativeNumber);
+  score_cmd->add_option("files", score.files, "Text files; each is one document")->required()->check(CLI::ExistingFile);
+
+  gpt2::SampleOptions sample;
+  CLI::App* sample_cmd = app.add_subcommand("sample", "Continue a prompt");
+  sample_cmd->add_option("--model", sample.model_dir, "Checkpoint directory")->required();
+  sample_cmd->add_option("--prompt", sample.prompt, "Prompt text (empty: start a new document)");
+  sample_cmd->add_option("--max-new-tokens", sample.max_new_tokens, "Tokens to generate")->capture_default_str();
+  sample_cmd->add_option("--temperature", sample.temperature, "0 = greedy")->capture_default_str();
+  sample_cmd->add_option("--top-k", sample.top_k, "Keep the k most likely tokens; 0 = all")->capture_default_str();
+  sample_cmd->add_option("--top-p", sample.top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
+  sample_cmd->add_option("--seed", sample.seed, "Random seed")->capture_default_str();
+  sample_cmd->add_flag("--ignore-eos", sample.ignore_eos, "Do not stop at <|endoftext|>");
+  sample_cmd->add_flag("--json", sample.json, "Print one JSON object (text, tokens, finish_reason)");
+
+  gpt2::InitOptions init;
+  CLI::App* init_cmd = app.add_subcommand("init", "Write a freshly initialised GPT-2 as a checkpoint directory");
+  init_cmd->add_option("--config", init.preset, "gpt2, gpt2-medium, gpt2-large or gpt2-xl")->capture_default_str();
+  init_cmd->add_option("--n-layer", init.n_layer, "Override the number of layers");
+  init_cmd->add_option("--n-head", init.n_head, "Override the number of heads");
+  init_cmd->add_option("--n-embd", init.n_embd, "Override the channels");
+  init_cmd->add_option("--n-positions", init.n_positions, "Override the context length");
+  init_cmd->add_option("--vocab-size", init.vocab_size, "Override the vocabulary size");
+  init_cmd->add_option("--seed", init.seed, "Seed of the initialisation")->capture_default_str();
+  init_cmd->add_option("--out", init.out_dir, "Directory to write")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  std::ios::sync_with_stdio(false);
+  score.vocab = sample.vocab = vocab;
+
+  try {
+    if (*tok_cmd) {
+      absl::StatusOr<gpt2::Tokenizer> tok = gpt2::LoadTokenizer(vocab);
+      if (!tok.ok()) {
+        std::cerr << "error: " << tok.status().message() << "\n";
+        return 1;
+      }
+      return gpt2::RunTokenizeCommand(*tok, tokenize, std::cin, std::cout, std::cerr);
+    }
+    if (*score_cmd) return gpt2::RunScore(score, std::cout, std::cerr);
+    if (*sample_cmd) return gpt2::RunSample(sample, std::cout, std::cerr);
+    if (*init_cmd) return gpt2::RunInit(init, std::cout, std::cerr);
+  } catch (const std::exception& e) {
+    // libtorch reports shape and device errors as exceptions; they end the command, not the process abruptly.
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

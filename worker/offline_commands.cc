@@ -1,0 +1,156 @@
+#include "worker/offline_commands.h"
+
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/gpt2.h"
+#include "worker/model/hf_checkpoint.h"
+#include "worker/model/sampling.h"
+#include "worker/tokenizer/stream_decoder.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace gpt2 {
+namespace {
+
+int Fail(std::ostream& err, const absl::Status& s, int code = 1) {
+  err << "error: " << s.message() << "\n";
+  return code;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+torch::Tensor ToTensor(const std::vector<TokenId>& ids, int64_t begin, int64_t end) {
+  std::vector<int64_t> v(ids.begin() + begin, ids.begin() + end);
+  return torch::tensor(v, torch::kLong).unsqueeze(0);  // (1,T)
+}
+
+}  // namespace
+
+int RunScore(const ScoreOptions& o, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<Tokenizer> tok = LoadTokenizer(o.vocab);
+  if (!tok.ok()) return Fail(err, tok.status());
+  absl::StatusOr<GPT> model = LoadHfModel(o.model_dir);
+  if (!model.ok()) return Fail(err, model.status());
+  const GPTConfig& cfg = (*model)->config();
+
+  // One token stream: every document preceded by <|endoftext|>, as in training data, so that each
+  // document's first token is predicted too.
+  std::vector<TokenId> ids;
+  for (const std::string& f : o.files) {
+    absl::StatusOr<std::string> text = ReadFile(f);
+    if (!text.ok()) return Fail(err, text.status(), 2);
+    ids.push_back(tok->eot_token());
+    std::vector<TokenId> doc = tok->encode_ordinary(*text);
+    ids.insert(ids.end(), doc.begin(), doc.end());
+  }
+  const int64_t N = static_cast<int64_t>(ids.size());
+  const int64_t ctx = cfg.n_positions;
+  const int64_t stride = o.stride > 0 ? std::min(o.stride, ctx) : std::max<int64_t>(1, ctx / 2);
+
+  // Sliding window: each target t >= 1 is scored once, with as much left context as fits.
+  // Window [end - ctx, end) scores the targets in [previous end, end).
+  torch::InferenceMode inference;
+  double total = 0;
+  int64_t scored = 0;
+  for (int64_t prev_end = 1, end = std::min(ctx, N); prev_end < N; prev_end = end, end = std::min(end + stride, N)) {
+    const int64_t begin = std::max<int64_t>(0, end - ctx);
+    torch::Tensor logits = (*model)->forward(ToTensor(ids, begin, end))[0];  // (T,Vp)
+    torch::Tensor logp = torch::log_softmax(logits.slice(1, 0, cfg.vocab_size).to(torch::kDouble), 1);
+    torch::Tensor targets = torch::tensor(std::vector<int64_t>(ids.begin() + prev_end, ids.begin() + end), torch::kLong);
+    // target at position t is predicted by the logits at position t - 1
+    torch::Tensor rows = logp.slice(0, prev_end - 1 - begin, end - 1 - begin);
+    total -= rows.gather(1, targets.unsqueeze(1)).sum().item<double>();
+    scored += end - prev_end;
+  }
+  const double mean = scored > 0 ? total / static_cast<double>(scored) : 0.0;
+  nlohmann::ordered_json j;
+  j["files"] = o.files.size();
+  j["tokens"] = scored;
+  j["mean_loss"] = mean;
+  j["perplexity"] = std::exp(mean);
+  j["context"] = ctx;
+  j["stride"] = stride;
+  out << j.dump() << "\n";
+  return 0;
+}
+
+int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
+  SamplingOptions sampling{o.temperature, o.top_k, o.top_p};
+  if (absl::Status s = ValidateSampling(sampling); !s.ok()) return Fail(err, s, 2);
+  if (o.max_new_tokens < 0) return Fail(err, absl::InvalidArgumentError("max-new-tokens must be >= 0"), 2);
+  absl::StatusOr<Tokenizer> tok = LoadTokenizer(o.vocab);
+  if (!tok.ok()) return Fail(err, tok.status());
+  absl::StatusOr<GPT> model = LoadHfModel(o.model_dir);
+  if (!model.ok()) return Fail(err, model.status());
+  const GPTConfig& cfg = (*model)->config();
+
+  std::vector<TokenId> ids = tok->encode_ordinary(o.prompt);
+  if (ids.empty()) ids.push_back(tok->eot_token());  // an empty prompt starts a new document
+  const size_t prompt_len = ids.size();
+  at::Generator gen = MakeGenerator(o.seed);
+  StreamDecoder decoder(*tok);
+  std::string text;
+  if (!o.json) out << o.prompt << std::flush;
+
+  torch::InferenceMode inference;
+  std::string finish = "length";
+  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    const int64_t end = static_cast<int64_t>(ids.size());
+    torch::Tensor logits = (*model)->forward(ToTensor(ids, std::max<int64_t>(0, end - cfg.n_positions), end));
+    SampledToken next = SampleToken(logits[0][-1], cfg.vocab_size, sampling, gen);
+    if (next.id == tok->eot_token() && !o.ignore_eos) {
+      finish = "eos";
+      break;
+    }
+    ids.push_back(static_cast<TokenId>(next.id));
+    std::string delta = decoder.push(static_cast<TokenId>(next.id));
+    text += delta;
+    if (!o.json) out << delta << std::flush;
+  }
+  std::string rest = decoder.finish();
+  text += rest;
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["prompt"] = o.prompt;
+    j["text"] = text;
+    j["tokens"] = std::vector<TokenId>(ids.begin() + static_cast<int64_t>(prompt_len), ids.end());
+    j["finish_reason"] = finish;
+    out << j.dump() << "\n";
+  } else {
+    out << rest << "\n";
+  }
+  return 0;
+}
+
+int RunInit(const InitOptions& o, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<GPTConfig> cfg = PresetConfig(o.preset);
+  if (!cfg.ok()) return Fail(err, cfg.status(), 2);
+  if (o.n_layer) cfg->n_layer = *o.n_layer;
+  if (o.n_head) cfg->n_head = *o.n_head;
+  if (o.n_embd) cfg->n_embd = *o.n_embd;
+  if (o.n_positions) cfg->n_positions = *o.n_positions;
+  if (o.vocab_size) cfg->vocab_size = *o.vocab_size;
+  if (absl::Status s = Validate(*cfg); !s.ok()) return Fail(err, s, 2);
+  torch::manual_seed(o.seed);
+  GPT model(*cfg);
+  if (absl::Status s = SaveHfModel(model, o.out_dir); !s.ok()) return Fail(err, s);
+  out << "wrote " << o.out_dir << " (" << cfg->n_layer << " layers, " << cfg->n_embd << " channels, "
+      << cfg->n_head << " heads, context " << cfg->n_positions << ", " << cfg->num_parameters()
+      << " parameters)\n";
+  return 0;
+}
+
+}  // namespace gpt2

@@ -1,0 +1,49 @@
+// Pre-tokenisation: the regex split of text into pieces that byte-pair encoding then handles one
+// at a time. GPT-2 (tiktoken's "gpt2" / r50k_base) splits with
+//
+//   '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//
+// under Rust regex semantics, where \s is Unicode White_Space. PCRE2's UCP \s differs (it also
+// matches U+180E MONGOLIAN VOWEL SEPARATOR), so we spell White_Space out as an explicit class.
+
+#ifndef GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
+#define GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
+
+#include <memory>
+#include <string_view>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+
+namespace gpt2 {
+
+// The split pattern as tiktoken writes it (for documentation and the reference tests).
+inline constexpr std::string_view kGpt2SplitPattern =
+    R"('(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// A compiled split pattern (PCRE2, UTF + UCP, JIT-compiled where the platform supports it).
+// Immutable after Create(); split() is safe to call from many threads at once.
+class Pretokenizer {
+ public:
+  static absl::StatusOr<Pretokenizer> Create();
+
+  Pretokenizer(Pretokenizer&&) noexcept;
+  Pretokenizer& operator=(Pretokenizer&&) noexcept;
+  ~Pretokenizer();
+
+  // Calls on_piece for each piece of `text`, in order; the pieces tile `text`.
+  // REQUIRES: text is valid UTF-8 (see ReplaceInvalidUtf8).
+  void split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const;
+
+  // Whether the pattern runs as JIT code (false: the PCRE2 interpreter).
+  bool uses_jit() const;
+
+ private:
+  struct Compiled;
+  explicit Pretokenizer(std::unique_ptr<Compiled> compiled);
+  std::unique_ptr<Compiled> compiled_;
+};
+
+}  // namespace gpt2
+
+#endif  // GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
