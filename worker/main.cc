@@ -1,10 +1,13 @@
-// gpt2-worker: the process that runs GPT-2. Today it offers the offline commands (tokenize, score,
-// sample, init); the training ranks and serving replicas it runs for gpt2d arrive with `run`.
+// gpt2-worker: the process that runs GPT-2. Offline commands (tokenize, prep, init, score, sample,
+// train, eval-hellaswag); the daemon that runs training ranks and serving replicas for gpt2d
+// arrives with `run`.
 #include <CLI/CLI.hpp>
 
 #include <iostream>
 
+#include "worker/data/prep_command.h"
 #include "worker/offline_commands.h"
+#include "worker/train_command.h"
 #include "worker/tokenizer/tokenize_command.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -52,9 +55,39 @@ int main(int argc, char** argv) {
   init_cmd->add_option("--seed", init.seed, "Seed of the initialisation")->capture_default_str();
   init_cmd->add_option("--out", init.out_dir, "Directory to write")->required();
 
+  gpt2::PrepOptions prep;
+  CLI::App* prep_cmd = app.add_subcommand("prep", "Text files, directories and JSONL (a \"text\" field) -> token shards");
+  prep_cmd->add_option("--out", prep.out_dir, "Output directory")->required();
+  prep_cmd->add_option("--name", prep.name, "Shard name prefix")->capture_default_str();
+  prep_cmd->add_option("--shard-tokens", prep.shard_tokens, "Tokens per shard")->capture_default_str();
+  prep_cmd->add_option("--val-tokens", prep.val_tokens, "Tokens in the first (validation) shard (default: --shard-tokens)");
+  prep_cmd->add_option("--format", prep.format, "bin (llm.c) or npy (build-nanogpt)")->capture_default_str();
+  prep_cmd->add_option("--threads", prep.threads, "Tokenizer threads (default: all cores)");
+  prep_cmd->add_flag("--force", prep.force, "Overwrite existing shards");
+  prep_cmd->add_flag("--skip-bad-lines", prep.skip_bad_lines, "Skip malformed JSONL lines with a warning");
+  prep_cmd->add_option("inputs", prep.inputs, "Files and directories")->required();
+
+  gpt2::TrainCommandOptions train;
+  CLI::App* train_cmd = app.add_subcommand("train", "Train GPT-2 from a job spec (one rank; start one process per rank)");
+  train_cmd->add_option("--spec", train.spec, "Job spec, YAML or JSON (gpt2d.v1.TrainSpec)")->required()->check(CLI::ExistingFile);
+  train_cmd->add_option("--rank", train.rank, "This process's rank")->capture_default_str();
+  train_cmd->add_option("--world-size", train.world_size, "Number of ranks")->capture_default_str();
+  train_cmd->add_option("--master-addr", train.master_addr, "Rank 0's address (TCPStore rendezvous)")->capture_default_str();
+  train_cmd->add_option("--master-port", train.master_port, "Rank 0's rendezvous port")->capture_default_str();
+  train_cmd->add_option("--timeout", train.timeout_s, "Seconds before a silent peer is declared dead")->capture_default_str();
+  train_cmd->add_option("--resume", train.resume, "Checkpoint directory to resume from, or 'latest'");
+  train_cmd->add_option("--metrics-jsonl", train.metrics_jsonl, "Write every event as a JSON line ({rank} is replaced)");
+
+  gpt2::HellaSwagCommandOptions hellaswag;
+  CLI::App* hs_cmd = app.add_subcommand("eval-hellaswag", "HellaSwag accuracy of a model (official jsonl)");
+  hs_cmd->add_option("--model", hellaswag.model_dir, "Checkpoint directory")->required();
+  hs_cmd->add_option("--data", hellaswag.data, "hellaswag_val.jsonl")->required()->check(CLI::ExistingFile);
+  hs_cmd->add_option("--limit", hellaswag.limit, "Only the first N examples");
+  hs_cmd->add_option("--per-example", hellaswag.per_example, "Write per-example losses as JSONL");
+
   CLI11_PARSE(app, argc, argv);
   std::ios::sync_with_stdio(false);
-  score.vocab = sample.vocab = vocab;
+  score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = vocab;
 
   try {
     if (*tok_cmd) {
@@ -68,6 +101,9 @@ int main(int argc, char** argv) {
     if (*score_cmd) return gpt2::RunScore(score, std::cout, std::cerr);
     if (*sample_cmd) return gpt2::RunSample(sample, std::cout, std::cerr);
     if (*init_cmd) return gpt2::RunInit(init, std::cout, std::cerr);
+    if (*prep_cmd) return gpt2::RunPrepCommand(prep, std::cout, std::cerr);
+    if (*train_cmd) return gpt2::RunTrainCommand(train, std::cout, std::cerr);
+    if (*hs_cmd) return gpt2::RunHellaSwagCommand(hellaswag, std::cout, std::cerr);
   } catch (const std::exception& e) {
     // libtorch reports shape and device errors as exceptions; they end the command, not the process abruptly.
     std::cerr << "error: " << e.what() << "\n";

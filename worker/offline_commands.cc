@@ -116,9 +116,10 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
       break;
     }
     ids.push_back(static_cast<TokenId>(next.id));
-    std::string delta = decoder.push(static_cast<TokenId>(next.id));
-    text += delta;
-    if (!o.json) out << delta << std::flush;
+    absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(next.id));
+    if (!delta.ok()) return Fail(err, delta.status());
+    text += *delta;
+    if (!o.json) out << *delta << std::flush;
   }
   std::string rest = decoder.finish();
   text += rest;

@@ -87,6 +87,9 @@ void GPTImpl::init_weights() {
       torch::nn::init::normal_(p, 0.0, std);  // other Linear weights, wte, wpe
     }
   }
+  // The padded vocabulary rows are never looked up and get no gradient: keep them zero, so that a
+  // checkpoint (which holds the real rows only) restores the model bit for bit.
+  transformer->wte->weight.slice(0, config_.vocab_size).zero_();
 }
 
 torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {

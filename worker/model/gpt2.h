@@ -87,7 +87,8 @@ class GPTImpl : public torch::nn::Module {
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 
   // GPT-2 initialisation: Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0), and
-  // the residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 * n_layer)).
+  // the residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 * n_layer)); the padded
+  // rows of wte are zero.
   void init_weights();
 
   const GPTConfig& config() const { return config_; }

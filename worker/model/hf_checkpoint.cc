@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/safetensors.h"
+#include "worker/model/tensor_file.h"
 
 namespace gpt2 {
 namespace fs = std::filesystem;
@@ -30,16 +31,6 @@ bool IsConv1DWeight(std::string_view name) {
 // Non-parameter buffers older checkpoints carry: the causal mask and its fill value.
 bool IsMaskBuffer(std::string_view name) {
   return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
-}
-
-absl::StatusOr<torch::ScalarType> TorchDType(DType d) {
-  switch (d) {
-    case DType::kF32: return torch::kFloat;
-    case DType::kF16: return torch::kHalf;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kF64: return torch::kDouble;
-    default: return absl::InvalidArgumentError(absl::StrCat("dtype ", std::string(DTypeName(d)), " is not a float type"));
-  }
 }
 
 // The weight files of a checkpoint directory: one model.safetensors, or the shards an index names.
@@ -78,16 +69,6 @@ absl::StatusOr<std::vector<SafetensorsReader>> OpenWeightFiles(const fs::path& d
   return files;
 }
 
-// Reads one tensor into a new float32 CPU tensor of its stored shape.
-absl::StatusOr<torch::Tensor> ReadTensor(const SafetensorsReader& file, const TensorInfo& info) {
-  absl::StatusOr<torch::ScalarType> dtype = TorchDType(info.dtype);
-  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor '", info.name, "': ", dtype.status().message()));
-  torch::Tensor t = torch::empty(info.shape, torch::TensorOptions().dtype(*dtype));
-  std::span<const std::byte> bytes = file.Data(info);
-  std::memcpy(t.data_ptr(), bytes.data(), bytes.size());  // a copy: the mapping need not be aligned
-  return t.to(torch::kFloat);
-}
-
 }  // namespace
 
 absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
@@ -117,7 +98,7 @@ absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
     }
     used.insert(name);
     const auto [file, info] = it->second;
-    absl::StatusOr<torch::Tensor> value = ReadTensor(*file, *info);
+    absl::StatusOr<torch::Tensor> value = ReadFloatTensor(*file, *info);
     if (!value.ok()) return value.status();
     if (IsConv1DWeight(name)) *value = value->t();
     std::vector<int64_t> want = param.sizes().vec();
@@ -134,10 +115,10 @@ absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
   for (const auto& [name, where] : stored) {
     if (used.count(name) || IsMaskBuffer(name)) continue;
     if (name == "lm_head.weight") {
-      absl::StatusOr<torch::Tensor> head = ReadTensor(*where.first, *where.second);
+      absl::StatusOr<torch::Tensor> head = ReadFloatTensor(*where.first, *where.second);
       if (!head.ok()) return head.status();
       const auto wte = stored.find("wte.weight");
-      absl::StatusOr<torch::Tensor> emb = ReadTensor(*wte->second.first, *wte->second.second);
+      absl::StatusOr<torch::Tensor> emb = ReadFloatTensor(*wte->second.first, *wte->second.second);
       if (!emb.ok()) return emb.status();
       if (!head->sizes().equals(emb->sizes()) || !torch::equal(*head, *emb)) {
         return absl::InvalidArgumentError(absl::StrCat(where.first->path(), ": lm_head.weight differs from wte.weight; "
@@ -177,21 +158,15 @@ absl::Status SaveHfModel(GPT& model, const std::string& dir) {
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
   const GPTConfig& cfg = model->config();
 
-  std::vector<torch::Tensor> keep_alive;
-  std::vector<TensorToWrite> out;
+  std::vector<std::pair<std::string, at::Tensor>> out;
   for (auto& item : model->named_parameters()) {
     const std::string& name = item.key();
     torch::Tensor t = item.value().detach().to(torch::kCPU, torch::kFloat);
     if (name.ends_with("wte.weight")) t = t.slice(0, 0, cfg.vocab_size);
     if (IsConv1DWeight(name)) t = t.t();
-    t = t.contiguous();
-    keep_alive.push_back(t);
-    out.push_back({name, DType::kF32, t.sizes().vec(),
-                   {static_cast<const std::byte*>(t.data_ptr()), static_cast<size_t>(t.nbytes())}});
+    out.emplace_back(name, t);
   }
-  if (absl::Status s = WriteSafetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}}); !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = WriteTensors((fs::path(dir) / "model.safetensors").string(), out); !s.ok()) return s;
   std::ofstream cfg_out(fs::path(dir) / "config.json", std::ios::trunc);
   cfg_out << ConfigToHfJson(cfg);
   cfg_out.flush();

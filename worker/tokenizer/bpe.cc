@@ -18,7 +18,10 @@ constexpr std::size_t kLongPiece = 128;
 
 BpeRanks::BpeRanks(const std::vector<std::string>& token_bytes) : pair_rank_(65536, kNoRank) {
   byte_rank_.fill(kNoRank);
-  longer_.reserve(token_bytes.size());
+  std::size_t slots = 16;
+  while (slots < 2 * token_bytes.size()) slots *= 2;
+  inline_slots_.assign(slots, InlineSlot{0, 0, 0, kNoRank});
+  inline_mask_ = slots - 1;
   for (std::size_t r = 0; r < token_bytes.size(); ++r) {
     const std::string& bytes = token_bytes[r];
     const Rank rank = static_cast<Rank>(r);
@@ -26,6 +29,12 @@ BpeRanks::BpeRanks(const std::vector<std::string>& token_bytes) : pair_rank_(655
       byte_rank_[static_cast<std::uint8_t>(bytes[0])] = rank;
     } else if (bytes.size() == 2) {
       pair_rank_[PairIndex(bytes[0], bytes[1])] = rank;
+    } else if (bytes.size() <= kInlineKeyBytes) {
+      const InlineKey key = InlineKey::Of(bytes);
+      std::size_t i = key.hash() & inline_mask_;
+      while (inline_slots_[i].rank != kNoRank) i = (i + 1) & inline_mask_;
+      inline_slots_[i] =
+          InlineSlot{key.head, key.tail, static_cast<std::uint32_t>(key.length), rank};
     } else {
       longer_.emplace(bytes, rank);
     }
@@ -46,7 +55,8 @@ void BpeRanks::merge(std::string_view piece, std::vector<Rank>* out) const {
 
 void BpeRanks::merge_short(std::string_view piece, std::vector<Rank>* out) const {
   // Parts in order: part k is piece[start[k], start[k+1]) and is token[k]; start has one extra
-  // entry, the end. pair[k] is the rank of part k joined with part k+1, kNoRank if that is no token.
+  // entry, the end. pair[k] is the rank of part k joined with part k+1, kNoRank if that is no
+  // token.
   const std::size_t n = piece.size();
   absl::InlinedVector<std::uint32_t, kLongPiece + 1> start(n + 1);
   absl::InlinedVector<Rank, kLongPiece + 1> pair(n + 1, kNoRank);

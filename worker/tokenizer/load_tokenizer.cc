@@ -29,11 +29,13 @@ absl::StatusOr<std::vector<std::string>> ReadVocabulary(const std::string& path,
   std::error_code ec;
   if (fs::is_regular_file(path, ec)) return ReadTiktokenFile(path);
   if (!fs::is_directory(path, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("no GPT-2 vocabulary at ", path, " (", origin, "): no such file or directory"));
+    return absl::NotFoundError(absl::StrCat("no GPT-2 vocabulary at ", path, " (", origin,
+                                            "): no such file or directory"));
   }
   const fs::path dir(path);
-  if (fs::is_regular_file(dir / "gpt2.tiktoken", ec)) return ReadTiktokenFile(dir / "gpt2.tiktoken");
+  if (fs::is_regular_file(dir / "gpt2.tiktoken", ec)) {
+    return ReadTiktokenFile(dir / "gpt2.tiktoken");
+  }
   const std::pair<const char*, const char*> json_forms[] = {{"encoder.json", "vocab.bpe"},
                                                             {"vocab.json", "merges.txt"}};
   std::vector<std::string> looked_for = {(dir / "gpt2.tiktoken").string()};
@@ -60,7 +62,7 @@ absl::StatusOr<Tokenizer> LoadTokenizer(std::string_view explicit_path) {
     origin = "$GPT2_VOCAB";
   } else if (!kDefaultVocab.empty()) {
     path = std::string(kDefaultVocab);
-    origin = "the build default GPT2D_DEFAULT_VOCAB, used since no path was given and GPT2_VOCAB is unset";
+    origin = "the build default GPT2D_DEFAULT_VOCAB: no path given, GPT2_VOCAB unset";
   } else {
     return absl::NotFoundError(
         "no GPT-2 vocabulary: no path was given, GPT2_VOCAB is unset, and this build has no "

@@ -3,6 +3,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <cstdint>
+#include <cstring>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -12,35 +15,93 @@
 namespace gpt2 {
 namespace {
 
-// kGpt2SplitPattern rewritten so that PCRE2 splits exactly as tiktoken's Rust regex does:
-//  - \s is Unicode White_Space, spelled out: U+0009..000D, U+0020, U+0085, U+00A0, U+1680,
-//    U+2000..200A, U+2028, U+2029, U+202F, U+205F, U+3000 (PCRE2's \s adds U+180E). \S is the
-//    negated class.
-//  - \p{L} and \p{N} follow Unicode 16 (tiktoken 0.14's regex tables); PCRE2 10.42 knows Unicode
-//    14, so the code points that became letters or numbers in Unicode 15 and 16 are listed
-//    (redundant, and harmless, with a newer PCRE2). tests/reference compares every code point.
-#define GPT2D_WS R"(\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})"
-#define GPT2D_LETTER                                                                               \
-  R"(\p{L}\x{1C89}-\x{1C8A}\x{A7CB}-\x{A7CD}\x{A7DA}-\x{A7DC}\x{105C0}-\x{105F3}\x{10D4A}-\x{10D65})" \
-  R"(\x{10D6F}-\x{10D85}\x{10EC2}-\x{10EC4}\x{1123F}-\x{11240}\x{11380}-\x{11389}\x{1138B}\x{1138E})" \
-  R"(\x{11390}-\x{113B5}\x{113B7}\x{113D1}\x{113D3}\x{11BC0}-\x{11BE0}\x{11F02}\x{11F04}-\x{11F10})"   \
-  R"(\x{11F12}-\x{11F33}\x{1342F}\x{13441}-\x{13446}\x{13460}-\x{143FA}\x{16100}-\x{1611D})"           \
-  R"(\x{16D40}-\x{16D6C}\x{18CFF}\x{1B132}\x{1B155}\x{1DF25}-\x{1DF2A}\x{1E030}-\x{1E06D})"            \
-  R"(\x{1E4D0}-\x{1E4EB}\x{1E5D0}-\x{1E5ED}\x{1E5F0}\x{2B739}\x{2EBF0}-\x{2EE5D}\x{31350}-\x{323AF})"
-#define GPT2D_NUMBER                                                                               \
-  R"(\p{N}\x{10D40}-\x{10D49}\x{116D0}-\x{116E3}\x{11BF0}-\x{11BF9}\x{11F50}-\x{11F59})"             \
-  R"(\x{16130}-\x{16139}\x{16D70}-\x{16D79}\x{1CCF0}-\x{1CCF9}\x{1D2C0}-\x{1D2D3}\x{1E4F0}-\x{1E4F9})" \
-  R"(\x{1E5F1}-\x{1E5FA})"
-constexpr char kPcre2Pattern[] =
-    R"('(?:[sdmt]|ll|ve|re))"
-    R"(| ?[)" GPT2D_LETTER R"(]+)"
-    R"(| ?[)" GPT2D_NUMBER R"(]+)"
-    R"(| ?[^)" GPT2D_WS GPT2D_LETTER GPT2D_NUMBER R"(]+)"
-    R"(|[)" GPT2D_WS R"(]+(?![^)" GPT2D_WS R"(]))"
-    R"(|[)" GPT2D_WS R"(]+)";
-#undef GPT2D_WS
-#undef GPT2D_LETTER
-#undef GPT2D_NUMBER
+// PCRE2 and tiktoken's Rust regex disagree on a few code points:
+//  - PCRE2's \s (with UCP) also matches U+180E MONGOLIAN VOWEL SEPARATOR, which is not Unicode
+//    White_Space (since Unicode 6.3) and so not Rust's \s.
+//  - PCRE2 10.42 has Unicode 14 tables, tiktoken 0.14's regex Unicode 16: the code points below
+//    became letters (\p{L}) or numbers (\p{N}) in Unicode 15.0 and 16.0. (With a newer PCRE2 the
+//    lists are redundant, and harmless.) tests/reference checks every code point against tiktoken.
+struct CodePointRange {
+  char32_t first, last;
+};
+constexpr char32_t kMongolianVowelSeparator = 0x180E;
+constexpr CodePointRange kNewLetters[] = {
+    {0x1C89, 0x1C8A},   {0xA7CB, 0xA7CD},   {0xA7DA, 0xA7DC},   {0x105C0, 0x105F3},
+    {0x10D4A, 0x10D65}, {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x1123F, 0x11240},
+    {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5},
+    {0x113B7, 0x113B7}, {0x113D1, 0x113D1}, {0x113D3, 0x113D3}, {0x11BC0, 0x11BE0},
+    {0x11F02, 0x11F02}, {0x11F04, 0x11F10}, {0x11F12, 0x11F33}, {0x1342F, 0x1342F},
+    {0x13441, 0x13446}, {0x13460, 0x143FA}, {0x16100, 0x1611D}, {0x16D40, 0x16D6C},
+    {0x18CFF, 0x18CFF}, {0x1B132, 0x1B132}, {0x1B155, 0x1B155}, {0x1DF25, 0x1DF2A},
+    {0x1E030, 0x1E06D}, {0x1E4D0, 0x1E4EB}, {0x1E5D0, 0x1E5ED}, {0x1E5F0, 0x1E5F0},
+    {0x2B739, 0x2B739}, {0x2EBF0, 0x2EE5D}, {0x31350, 0x323AF},
+};
+constexpr CodePointRange kNewNumbers[] = {
+    {0x10D40, 0x10D49}, {0x116D0, 0x116E3}, {0x11BF0, 0x11BF9}, {0x11F50, 0x11F59},
+    {0x16130, 0x16139}, {0x16D70, 0x16D79}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3},
+    {0x1E4F0, 0x1E4F9}, {0x1E5F1, 0x1E5FA},
+};
+
+// kGpt2SplitPattern with the disagreements settled: White_Space spelled out (\S as its negated
+// class) and the new letters and numbers added to \p{L} and \p{N}. Its big classes make PCRE2
+// about 1.5x slower, so it only runs on text that holds one of those code points; on any other
+// text it matches exactly what kGpt2SplitPattern itself does.
+std::string ExactPattern() {
+  const auto ranges = [](const auto& list) {
+    std::string out;
+    for (const CodePointRange& r : list) {
+      absl::StrAppend(&out, "\\x{", absl::Hex(static_cast<std::uint32_t>(r.first)), "}-\\x{",
+                      absl::Hex(static_cast<std::uint32_t>(r.last)), "}");
+    }
+    return out;
+  };
+  const std::string space = R"(\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A})"
+                            R"(\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+  const std::string letter = absl::StrCat(R"(\p{L})", ranges(kNewLetters));
+  const std::string number = absl::StrCat(R"(\p{N})", ranges(kNewNumbers));
+  return absl::StrCat("'(?:[sdmt]|ll|ve|re)| ?[", letter, "]+| ?[", number, "]+| ?[^", space,
+                      letter, number, "]+|[", space, "]+(?![^", space, "])|[", space, "]+");
+}
+
+bool InRanges(char32_t cp, std::span<const CodePointRange> list) {
+  for (const CodePointRange& r : list) {
+    if (cp >= r.first && cp <= r.last) return true;
+  }
+  return false;
+}
+
+// Whether valid UTF-8 `text` holds a code point on which PCRE2's tables and tiktoken's differ.
+bool NeedsExactPattern(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    if (end - p >= 8) {  // ASCII, eight bytes at a time
+      std::uint64_t word;
+      std::memcpy(&word, p, 8);
+      if ((word & 0x8080808080808080ULL) == 0) {
+        p += 8;
+        continue;
+      }
+    }
+    if (*p < 0xE1) {  // below U+1000 (or a continuation byte): the engines agree
+      ++p;
+      continue;
+    }
+    char32_t cp;
+    if (*p < 0xF0) {
+      cp = (char32_t{*p & 0x0Fu} << 12) | (char32_t{p[1] & 0x3Fu} << 6) | (p[2] & 0x3Fu);
+      p += 3;
+    } else {
+      cp = (char32_t{*p & 0x07u} << 18) | (char32_t{p[1] & 0x3Fu} << 12) |
+           (char32_t{p[2] & 0x3Fu} << 6) | (p[3] & 0x3Fu);
+      p += 4;
+    }
+    if (cp == kMongolianVowelSeparator || InRanges(cp, kNewLetters) || InRanges(cp, kNewNumbers)) {
+      return true;
+    }
+  }
+  return false;
+}
 
 // Length of the UTF-8 character starting with `lead` (text is known to be valid).
 std::size_t Utf8CharLength(unsigned char lead) {
@@ -50,29 +111,48 @@ std::size_t Utf8CharLength(unsigned char lead) {
   return 4;
 }
 
-}  // namespace
-
-struct Pretokenizer::Compiled {
+struct CompiledPattern {
   pcre2_code* code = nullptr;
   bool jit = false;
-  ~Compiled() { pcre2_code_free(code); }
 };
 
-absl::StatusOr<Pretokenizer> Pretokenizer::Create() {
+absl::StatusOr<CompiledPattern> Compile(const std::string& pattern) {
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
-  auto compiled = std::make_unique<Compiled>();
-  compiled->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPcre2Pattern), PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
-  if (compiled->code == nullptr) {
+  CompiledPattern compiled;
+  compiled.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
+                                PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  if (compiled.code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return absl::InternalError(absl::StrCat("PCRE2 rejected the GPT-2 split pattern at offset ",
+    return absl::InternalError(absl::StrCat("PCRE2 rejected the split pattern at offset ",
                                             error_offset, ": ",
                                             reinterpret_cast<const char*>(message)));
   }
   // JIT is an optimisation only: where it is unavailable the interpreter gives the same matches.
-  compiled->jit = pcre2_jit_compile(compiled->code, PCRE2_JIT_COMPLETE) == 0;
+  compiled.jit = pcre2_jit_compile(compiled.code, PCRE2_JIT_COMPLETE) == 0;
+  return compiled;
+}
+
+}  // namespace
+
+struct Pretokenizer::Compiled {
+  CompiledPattern fast;   // kGpt2SplitPattern as tiktoken writes it
+  CompiledPattern exact;  // ExactPattern()
+  ~Compiled() {
+    pcre2_code_free(fast.code);
+    pcre2_code_free(exact.code);
+  }
+};
+
+absl::StatusOr<Pretokenizer> Pretokenizer::Create() {
+  auto compiled = std::make_unique<Compiled>();
+  absl::StatusOr<CompiledPattern> fast = Compile(std::string(kGpt2SplitPattern));
+  if (!fast.ok()) return fast.status();
+  compiled->fast = *fast;
+  absl::StatusOr<CompiledPattern> exact = Compile(ExactPattern());
+  if (!exact.ok()) return exact.status();
+  compiled->exact = *exact;
   return Pretokenizer(std::move(compiled));
 }
 
@@ -81,23 +161,24 @@ Pretokenizer::Pretokenizer(Pretokenizer&&) noexcept = default;
 Pretokenizer& Pretokenizer::operator=(Pretokenizer&&) noexcept = default;
 Pretokenizer::~Pretokenizer() = default;
 
-bool Pretokenizer::uses_jit() const { return compiled_->jit; }
+bool Pretokenizer::uses_jit() const { return compiled_->fast.jit && compiled_->exact.jit; }
 
 void Pretokenizer::split(std::string_view text,
                          absl::FunctionRef<void(std::string_view)> on_piece) const {
   if (text.empty()) return;
+  const CompiledPattern& pattern = NeedsExactPattern(text) ? compiled_->exact : compiled_->fast;
   // Match data is per call: the compiled pattern is shared read-only between threads.
   pcre2_match_data* match = pcre2_match_data_create(1, nullptr);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
   std::size_t pos = 0;
   while (pos < text.size()) {
-    int rc = compiled_->jit
-                 ? pcre2_jit_match(compiled_->code, subject, text.size(), pos, 0, match, nullptr)
+    int rc = pattern.jit
+                 ? pcre2_jit_match(pattern.code, subject, text.size(), pos, 0, match, nullptr)
                  : PCRE2_ERROR_JIT_BADOPTION;
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
       // No JIT, or it ran out of JIT stack: the interpreter keeps its frames on the heap.
-      rc = pcre2_match(compiled_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+      rc = pcre2_match(pattern.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
                        match, nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;  // unreachable: every character matches some branch

@@ -3,8 +3,9 @@
 //
 //   '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 //
-// under Rust regex semantics, where \s is Unicode White_Space. PCRE2's UCP \s differs (it also
-// matches U+180E MONGOLIAN VOWEL SEPARATOR), so we spell White_Space out as an explicit class.
+// under Rust regex semantics (fancy-regex). PCRE2 (UTF + UCP) matches it the same way except on a
+// few code points whose classes differ between the engines' Unicode tables; text holding one of
+// them is split with an equivalent pattern whose classes spell tiktoken's out (pretokenizer.cc).
 
 #ifndef GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
 #define GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
@@ -21,7 +22,7 @@ namespace gpt2 {
 inline constexpr std::string_view kGpt2SplitPattern =
     R"('(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-// A compiled split pattern (PCRE2, UTF + UCP, JIT-compiled where the platform supports it).
+// The compiled split patterns (PCRE2, UTF + UCP, JIT-compiled where the platform supports it).
 // Immutable after Create(); split() is safe to call from many threads at once.
 class Pretokenizer {
  public:

@@ -40,9 +40,8 @@ std::size_t LineOf(std::string_view text, std::size_t offset) {
 absl::StatusOr<TokenId> CheckedId(const Tokenizer& tokenizer, std::int64_t value,
                                   absl::string_view where) {
   if (value < 0 || value >= tokenizer.vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": id ", value,
-                                                   " is not in the vocabulary [0, ",
-                                                   tokenizer.vocab_size(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": id ", value, " is not in the vocabulary [0, ", tokenizer.vocab_size(), ")"));
   }
   return static_cast<TokenId>(value);
 }
@@ -54,9 +53,9 @@ absl::StatusOr<std::vector<TokenId>> IdsFromJson(const Tokenizer& tokenizer, std
   try {
     array = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "line ", first_line + LineOf(text, e.byte == 0 ? 0 : e.byte - 1) - 1, ": invalid JSON: ",
-        e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", first_line + LineOf(text, e.byte == 0 ? 0 : e.byte - 1) - 1,
+                     ": invalid JSON: ", e.what()));
   }
   if (!array.is_array()) {
     return absl::InvalidArgumentError(
@@ -78,7 +77,8 @@ absl::StatusOr<std::vector<TokenId>> IdsFromJson(const Tokenizer& tokenizer, std
 }
 
 // Ids written as whitespace-separated decimal numbers, or as one JSON array.
-absl::StatusOr<std::vector<TokenId>> IdsFromText(const Tokenizer& tokenizer, absl::string_view text) {
+absl::StatusOr<std::vector<TokenId>> IdsFromText(const Tokenizer& tokenizer,
+                                                 absl::string_view text) {
   const absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
   if (!trimmed.empty() && trimmed.front() == '[') {
     return IdsFromJson(tokenizer, std::string_view(text.data(), text.size()), 1);

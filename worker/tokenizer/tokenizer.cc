@@ -19,7 +19,7 @@ namespace {
 class PieceCache {
  public:
   static constexpr std::size_t kMaxPieceBytes = 32;  // longer pieces are rare and not cached
-  static constexpr std::size_t kMaxEntries = 1 << 14;
+  static constexpr std::size_t kMaxEntries = 1 << 16;
 
   static PieceCache& ForThread(std::uint64_t vocab_key) {
     thread_local PieceCache cache;
@@ -42,7 +42,7 @@ class PieceCache {
   void insert(std::string_view piece, const TokenId* ids, std::size_t count) {
     if (entries_.size() >= kMaxEntries) clear();  // crude, but the common pieces come right back
     entries_.emplace(std::string(piece), std::make_pair(static_cast<std::uint32_t>(ids_.size()),
-                                           static_cast<std::uint32_t>(count)));
+                                                        static_cast<std::uint32_t>(count)));
     ids_.insert(ids_.end(), ids, ids + count);
   }
 
@@ -82,7 +82,7 @@ struct Tokenizer::Vocab {
     return std::string_view(all_bytes).substr(offsets[id], offsets[id + 1] - offsets[id]);
   }
 
-  std::string all_bytes;              // every token's bytes back to back, by id, special included
+  std::string all_bytes;               // every token's bytes back to back, by id, special included
   std::vector<std::uint32_t> offsets;  // token id's bytes are all_bytes[offsets[id], offsets[id+1])
   BpeRanks ranks;
   Pretokenizer pretokenizer;
@@ -97,7 +97,9 @@ absl::StatusOr<Tokenizer> Tokenizer::FromRanks(std::vector<std::string> token_by
   absl::flat_hash_map<absl::string_view, std::size_t> seen;
   seen.reserve(token_bytes.size());
   for (std::size_t r = 0; r < token_bytes.size(); ++r) {
-    if (token_bytes[r].empty()) return absl::InvalidArgumentError(absl::StrCat("token ", r, " is empty"));
+    if (token_bytes[r].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("token ", r, " is empty"));
+    }
     auto [it, inserted] = seen.emplace(token_bytes[r], r);
     if (!inserted) {
       return absl::InvalidArgumentError(

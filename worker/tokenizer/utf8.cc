@@ -13,13 +13,13 @@ struct Sequence {
   std::size_t length;  // bytes it covers: the character, the maximal subpart, or the truncated tail
 };
 
-// Classifies the sequence that starts at bytes[pos] (Unicode Table 3-7, well-formed byte sequences).
+// Classifies the sequence that starts at bytes[pos] (Unicode Table 3-7).
 Sequence NextSequence(std::string_view bytes, std::size_t pos) {
   const auto byte_at = [&](std::size_t i) { return static_cast<std::uint8_t>(bytes[i]); };
   const std::uint8_t lead = byte_at(pos);
   if (lead < 0x80) return {SequenceKind::kValid, 1};
 
-  std::size_t need;                  // continuation bytes after the lead
+  std::size_t need;                   // continuation bytes after the lead
   std::uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the first continuation byte
   if (lead >= 0xC2 && lead <= 0xDF) {
     need = 1;

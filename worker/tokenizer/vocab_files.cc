@@ -80,9 +80,9 @@ absl::Status CheckContiguous(const std::string& path, const std::vector<std::siz
                              std::size_t count) {
   for (std::size_t r = 0; r < line_of_rank.size(); ++r) {
     if (line_of_rank[r] == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": ranks are not contiguous: rank ", r, " is missing (", count,
-          " tokens, highest rank ", line_of_rank.size() - 1, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ranks are not contiguous: rank ", r, " is missing (", count,
+                       " tokens, highest rank ", line_of_rank.size() - 1, ")"));
     }
   }
   return absl::OkStatus();
@@ -95,7 +95,7 @@ absl::StatusOr<std::vector<std::string>> ReadTiktokenFile(const std::string& pat
   if (!contents.ok()) return contents.status();
 
   std::vector<std::pair<std::string, std::int64_t>> entries;  // (bytes, rank) in file order
-  std::vector<std::size_t> line_of_rank;                       // 0: rank not seen yet
+  std::vector<std::size_t> line_of_rank;                      // 0: rank not seen yet
   absl::flat_hash_map<std::string, std::size_t> line_of_bytes;
   // A rank can be no larger than the number of lines if ranks are to be contiguous; checking
   // that first keeps a corrupt rank from sizing line_of_rank.
@@ -176,9 +176,9 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
                                                      ", not a non-negative integer"));
     }
     if (static_cast<std::size_t>(id) >= encoder.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": token '", key,
-                                                     "' has id ", id, " but there are only ",
-                                                     encoder.size(), " tokens: ids are not contiguous"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(encoder_json_path, ": token '", key, "' has id ", id, " but there are only ",
+                       encoder.size(), " tokens: ids are not contiguous"));
     }
     if (key == "<|endoftext|>") {
       eot_id = id;
@@ -240,7 +240,8 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
     }
     auto joined = id_of.find(*left + *right);
     if (joined == id_of.end()) {
-      return LineError(merges_path, line_number, "merges into a token that is not in the vocabulary");
+      return LineError(merges_path, line_number,
+                       "merges into a token that is not in the vocabulary");
     }
     if (joined->second <= previous_id) {
       return LineError(merges_path, line_number,
@@ -251,8 +252,8 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
     ++merges;
   }
   if (merges != multi_byte) {
-    return absl::InvalidArgumentError(absl::StrCat(merges_path, ": ", merges, " merges for ",
-                                                   multi_byte, " multi-byte tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(merges_path, ": ", merges, " merges for ", multi_byte, " multi-byte tokens"));
   }
   return token_bytes;
 }
@@ -285,14 +286,15 @@ absl::StatusOr<std::string> Gpt2UnicodeToBytes(std::string_view text) {
       i += 1;
     } else if (lead >= 0xC2 && lead <= 0xDF && i + 1 < text.size() &&
                (static_cast<std::uint8_t>(text[i + 1]) & 0xC0) == 0x80) {
-      cp = (static_cast<char32_t>(lead & 0x1F) << 6) | (static_cast<std::uint8_t>(text[i + 1]) & 0x3F);
+      cp = (static_cast<char32_t>(lead & 0x1F) << 6) |
+           (static_cast<std::uint8_t>(text[i + 1]) & 0x3F);
       i += 2;
     } else {
       return absl::InvalidArgumentError("contains a character that stands for no byte");
     }
     if (cp >= tables.byte_of.size() || tables.byte_of[cp] < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("U+", absl::Hex(static_cast<std::uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "U+", absl::Hex(static_cast<std::uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
     }
     bytes += static_cast<char>(tables.byte_of[cp]);
   }

@@ -1,0 +1,203 @@
+#include "worker/train/checkpoint.h"
+
+#include <ATen/Context.h>
+#include <ATen/core/Generator.h>
+#include <torch/cuda.h>
+
+#include <mutex>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/hf_checkpoint.h"
+#include "worker/model/tensor_file.h"
+
+namespace gpt2 {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kStatePath[] = "trainer_state.json";
+constexpr char kOptimizerPath[] = "optimizer.safetensors";
+
+std::string StepName(int64_t step) { return absl::StrFormat("step_%08d", step); }
+
+// Flushes a file or directory to disk so the rename that publishes it is durable.
+void Fsync(const fs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+nlohmann::json StateToJson(const TrainerState& s) {
+  nlohmann::json j;
+  j["step"] = s.step;
+  j["tokens_seen"] = s.tokens_seen;
+  j["world_size"] = s.world_size;
+  j["micro_batch"] = s.micro_batch;
+  j["seq_len"] = s.seq_len;
+  j["loader_positions"] = nlohmann::json::array();
+  for (auto [shard, offset] : s.loader_positions) j["loader_positions"].push_back({{"shard", shard}, {"offset", offset}});
+  j["val_loss"] = s.val_loss ? nlohmann::json(*s.val_loss) : nlohmann::json(nullptr);
+  j["rng"] = {{"cpu", s.rng_cpu}, {"cuda", s.rng_cuda}};
+  j["spec"] = nlohmann::json::parse(s.spec_json.empty() ? "{}" : s.spec_json, nullptr, false);
+  j["metrics"] = nlohmann::json::parse(s.metrics_json.empty() ? "{}" : s.metrics_json, nullptr, false);
+  return j;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
+  const fs::path path = fs::path(dir) / kStatePath;
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(dir, " is not a training checkpoint (no ", kStatePath, ")"));
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(path.string(), ": not valid JSON"));
+  try {
+    TrainerState s;
+    s.step = j.at("step").get<int64_t>();
+    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    s.world_size = j.at("world_size").get<int>();
+    s.micro_batch = j.at("micro_batch").get<int64_t>();
+    s.seq_len = j.at("seq_len").get<int64_t>();
+    for (const auto& p : j.at("loader_positions")) s.loader_positions.emplace_back(p.at("shard").get<int64_t>(), p.at("offset").get<int64_t>());
+    if (!j.at("val_loss").is_null()) s.val_loss = j.at("val_loss").get<double>();
+    s.rng_cpu = j.at("rng").at("cpu").get<std::string>();
+    s.rng_cuda = j.at("rng").at("cuda").get<std::vector<std::string>>();
+    s.spec_json = j.at("spec").dump();
+    s.metrics_json = j.value("metrics", nlohmann::json::object()).dump();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(path.string(), ": ", e.what()));
+  }
+}
+
+absl::Status LoadTrainingCheckpoint(const std::string& dir, GPT& model, AdamW& optimizer, TrainerState* state) {
+  absl::StatusOr<TrainerState> s = ReadTrainerState(dir);
+  if (!s.ok()) return s.status();
+  absl::StatusOr<SafetensorsReader> file = SafetensorsReader::Open((fs::path(dir) / kOptimizerPath).string());
+  if (!file.ok()) return file.status();
+  std::map<std::string, at::Tensor> opt_state;
+  for (const TensorInfo& info : file->tensors()) {
+    absl::StatusOr<at::Tensor> t = ReadFloatTensor(*file, info);
+    if (!t.ok()) return t.status();
+    opt_state[info.name] = *t;
+  }
+  // Weights first into a scratch model, so a bad file leaves `model` untouched.
+  GPT scratch(model->config());
+  if (absl::Status st = LoadHfWeights(scratch, dir); !st.ok()) return st;
+  if (absl::Status st = optimizer.LoadState(opt_state); !st.ok()) return st;
+  {
+    at::NoGradGuard no_grad;
+    auto src = scratch->named_parameters();
+    for (auto& item : model->named_parameters()) item.value().copy_(src[item.key()]);
+  }
+  std::string bytes;
+  if (!s->rng_cpu.empty() && absl::Base64Unescape(s->rng_cpu, &bytes)) {
+    at::Tensor t = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+    std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(t);
+  }
+  for (size_t i = 0; i < s->rng_cuda.size() && i < static_cast<size_t>(torch::cuda::device_count()); ++i) {
+    if (!absl::Base64Unescape(s->rng_cuda[i], &bytes)) continue;
+    at::Tensor t = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+    std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+    at::Generator gen = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)));
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(t);
+  }
+  *state = *std::move(s);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ListCheckpoints(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.starts_with("step_") && fs::exists(e.path() / kStatePath)) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());  // zero-padded step numbers sort by step
+  return out;
+}
+
+CheckpointStore::CheckpointStore(std::string dir, int64_t keep_last, bool keep_best)
+    : dir_(std::move(dir)), keep_last_(keep_last), keep_best_(keep_best) {}
+
+absl::StatusOr<std::string> CheckpointStore::Latest() const {
+  std::vector<std::string> all = ListCheckpoints(dir_);
+  if (all.empty()) return absl::NotFoundError(absl::StrCat("no checkpoint in ", dir_));
+  return all.back();
+}
+
+absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optimizer, const TrainerState& state) {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir_, ": ", ec.message()));
+  const fs::path final_dir = fs::path(dir_) / StepName(state.step);
+  const fs::path tmp = fs::path(dir_) / absl::StrCat(".tmp-", StepName(state.step), "-", ::getpid());
+  fs::remove_all(tmp, ec);
+
+  if (absl::Status s = SaveHfModel(model, tmp.string()); !s.ok()) return s;
+  if (absl::Status s = WriteTensors((tmp / kOptimizerPath).string(), optimizer.State()); !s.ok()) return s;
+  TrainerState st = state;
+  at::Tensor cpu = at::detail::getDefaultCPUGenerator().get_state();
+  st.rng_cpu = absl::Base64Escape(absl::string_view(static_cast<const char*>(cpu.data_ptr()), cpu.nbytes()));
+  st.rng_cuda.clear();
+  for (size_t i = 0; i < static_cast<size_t>(torch::cuda::device_count()); ++i) {
+    at::Tensor g = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state();
+    st.rng_cuda.push_back(absl::Base64Escape(absl::string_view(static_cast<const char*>(g.data_ptr()), g.nbytes())));
+  }
+  {
+    std::ofstream out(tmp / kStatePath);
+    out << StateToJson(st).dump(2) << "\n";
+    if (!out.flush()) return absl::DataLossError(absl::StrCat("cannot write ", (tmp / kStatePath).string()));
+  }
+  for (const auto& e : fs::directory_iterator(tmp)) Fsync(e.path());
+  Fsync(tmp);
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-run of the same step replaces it
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return absl::DataLossError(absl::StrCat("cannot publish ", final_dir.string(), ": ", ec.message()));
+  Fsync(dir_);
+  ApplyRetention();
+  return final_dir.string();
+}
+
+void CheckpointStore::ApplyRetention() {
+  std::vector<std::string> all = ListCheckpoints(dir_);
+  std::vector<bool> keep(all.size(), false);
+  for (size_t i = all.size() - std::min<size_t>(all.size(), static_cast<size_t>(keep_last_)); i < all.size(); ++i) keep[i] = true;
+  if (keep_best_) {
+    std::optional<size_t> best;
+    double best_loss = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      absl::StatusOr<TrainerState> s = ReadTrainerState(all[i]);
+      if (s.ok() && s->val_loss && (!best || *s->val_loss < best_loss)) best = i, best_loss = *s->val_loss;
+    }
+    if (best) keep[*best] = true;
+  }
+  std::error_code ec;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!keep[i]) fs::remove_all(all[i], ec);
+  }
+  // Leftovers of writers that died mid-save.
+  for (const auto& e : fs::directory_iterator(dir_, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(".tmp-step_") && !name.ends_with(absl::StrCat("-", ::getpid()))) fs::remove_all(e.path(), ec);
+  }
+}
+
+}  // namespace gpt2
