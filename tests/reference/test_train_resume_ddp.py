@@ -63,8 +63,10 @@ def test_two_ranks_equal_one_rank_with_accumulation(worker, shards, tmp_path):
     one, two = events(tmp_path / "single.jsonl"), events(tmp_path / "ddp-0.jsonl")
     np.testing.assert_allclose([e["loss"] for e in two], [e["loss"] for e in one], rtol=1e-6)
     assert [e["loss"] for e in events(tmp_path / "ddp-1.jsonl")] == [e["loss"] for e in two]  # all-reduced
-    np.testing.assert_allclose([e["val_loss"] for e in events(tmp_path / "ddp-0.jsonl", "eval")],
-                               [e["val_loss"] for e in events(tmp_path / "single.jsonl", "eval")], rtol=1e-6)
+    # Validation covers each rank's own strided batches (build-nanogpt): the value differs from one
+    # rank's, but is the same all-reduced mean on every rank.
+    val0 = [e["val_loss"] for e in events(tmp_path / "ddp-0.jsonl", "eval")]
+    assert len(val0) == 2 and val0 == [e["val_loss"] for e in events(tmp_path / "ddp-1.jsonl", "eval")]
     x = tensors(tmp_path / "single-ckpt" / "step_00000008")
     y = tensors(tmp_path / "ddp-ckpt" / "step_00000008")
     for k in x:

@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+#include <torch/utils.h>
+
+#include <filesystem>
+
+#include "worker/train/adamw.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/lr_schedule.h"
+
+namespace gpt2 {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(LearningRateTest, WarmupThenCosineToTenPercent) {
+  EXPECT_DOUBLE_EQ(LearningRate(0, 6e-4, 0.1, 715, 19073), 6e-4 / 715);
+  EXPECT_DOUBLE_EQ(LearningRate(714, 6e-4, 0.1, 715, 19073), 6e-4);
+  EXPECT_NEAR(LearningRate(715, 6e-4, 0.1, 715, 19073), 6e-4, 1e-15);
+  EXPECT_NEAR(LearningRate((715 + 19073) / 2, 6e-4, 0.1, 715, 19073), 3.3e-4, 1e-7);
+  EXPECT_NEAR(LearningRate(19073, 6e-4, 0.1, 715, 19073), 6e-5, 1e-15);
+  EXPECT_DOUBLE_EQ(LearningRate(30000, 6e-4, 0.1, 715, 19073), 6e-5);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Params(uint64_t seed) {
+  torch::manual_seed(seed);
+  return {{"w", torch::randn({8, 4}).requires_grad_()}, {"b", torch::randn({4}).requires_grad_()}};
+}
+
+TEST(AdamWTest, FusedKernelEqualsTheReferenceArithmetic) {
+  auto a = Params(1), b = Params(1);
+  AdamW fused(a, {0.9, 0.95, 1e-8, 0.1, true}), plain(b, {0.9, 0.95, 1e-8, 0.1, false});
+  EXPECT_TRUE(fused.fused());
+  EXPECT_EQ(fused.decayed_numel(), 32);
+  EXPECT_EQ(fused.undecayed_numel(), 4);
+  for (int step = 0; step < 5; ++step) {
+    torch::manual_seed(100 + step);
+    for (auto* ps : {&a, &b}) {
+      torch::manual_seed(100 + step);
+      for (auto& [_, p] : *ps) p.mutable_grad() = torch::randn_like(p);
+    }
+    fused.Step(1e-2);
+    plain.Step(1e-2);
+  }
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i].second, b[i].second, 1e-6, 1e-7)) << a[i].first;
+  // Bias has no weight decay: with zero gradients only decayed parameters move.
+  auto c = Params(2);
+  AdamW decay_only(c, {0.9, 0.95, 1e-8, 0.5, true});
+  at::Tensor w0 = c[0].second.detach().clone(), b0 = c[1].second.detach().clone();
+  for (auto& [_, p] : c) p.mutable_grad() = torch::zeros_like(p);
+  decay_only.Step(0.1);
+  EXPECT_TRUE(torch::allclose(c[0].second, w0 * (1 - 0.1 * 0.5)));
+  EXPECT_TRUE(torch::equal(c[1].second, b0));
+}
+
+TEST(CheckpointStoreTest, KeepsTheLastAndTheBestAndIsAtomic) {
+  const fs::path dir = fs::temp_directory_path() / ("ckpt_test_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  GPTConfig cfg;
+  cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = 8, cfg.n_positions = 8, cfg.vocab_size = 64;
+  GPT model(cfg);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
+  AdamW opt(named, {});
+  CheckpointStore store(dir.string(), /*keep_last=*/2, /*keep_best=*/true);
+  EXPECT_EQ(store.Latest().status().code(), absl::StatusCode::kNotFound);
+  fs::create_directories(dir / ".tmp-step_00000099-1");  // a writer that died
+  const double losses[] = {5.0, 3.0, 4.0, 4.5};
+  for (int i = 0; i < 4; ++i) {
+    TrainerState s;
+    s.step = (i + 1) * 10;
+    s.val_loss = losses[i];
+    s.loader_positions = {{0, 0}};
+    ASSERT_TRUE(store.Save(model, opt, s).ok());
+  }
+  std::vector<std::string> kept = ListCheckpoints(dir.string());
+  ASSERT_EQ(kept.size(), 3u);  // 20 (best), 30, 40 (last two)
+  EXPECT_TRUE(kept[0].ends_with("step_00000020"));
+  EXPECT_TRUE(kept[2].ends_with("step_00000040"));
+  EXPECT_EQ(*store.Latest(), kept[2]);
+  EXPECT_FALSE(fs::exists(dir / ".tmp-step_00000099-1"));
+  absl::StatusOr<TrainerState> s = ReadTrainerState(kept[1]);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->step, 30);
+  EXPECT_FALSE(s->rng_cpu.empty());
+  // A directory without trainer_state.json is not a checkpoint.
+  fs::create_directories(dir / "step_00000050");
+  EXPECT_EQ(*store.Latest(), kept[2]);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace gpt2
