@@ -27,6 +27,18 @@ def logits_tool():
     return binary("tests/tools/gpt2_logits")
 
 
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+@pytest.fixture(scope="session")
+def enc():
+    """tiktoken's "gpt2" encoding (r50k_base), built offline from the vocabulary setup.sh fetched."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=load_tiktoken_bpe(str(VOCAB)),
+                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+
+
 def run(cmd, *, input=None, check=True, timeout=600):
     """Runs a command; returns CompletedProcess with text stdout/stderr (bytes if input is bytes)."""
     text = not isinstance(input, bytes)

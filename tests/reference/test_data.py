@@ -12,24 +12,13 @@ import random
 
 import numpy as np
 import pytest
-import tiktoken
-from tiktoken.load import load_tiktoken_bpe
 
-from conftest import VOCAB, binary, run
+from conftest import binary, run
 
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = 50256
 LLMC_MAGIC, LLMC_VERSION = 20240520, 1
 
 
-@pytest.fixture(scope="session")
-def enc():
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=load_tiktoken_bpe(str(VOCAB)),
-        special_tokens={"<|endoftext|>": EOT},
-    )
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,14 @@
 """HellaSwag per-example scores equal build-nanogpt's scoring done with transformers on the same
 random model; accuracy is reported as in training."""
 import json
-import pathlib
 
 import pytest
-import tiktoken
 import torch
-from tiktoken.load import load_tiktoken_bpe
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from conftest import ROOT, VOCAB, run
+from conftest import ROOT, run
 
 DATA = ROOT / "tests" / "data" / "hellaswag_sample.jsonl"
-PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 def reference_scores(model, example, enc):
@@ -38,7 +34,7 @@ def reference_scores(model, example, enc):
     return sums.tolist(), (sums / shift_mask.sum(1)).tolist()
 
 
-def test_per_example_scores_match_transformers(worker, tmp_path):
+def test_per_example_scores_match_transformers(worker, enc, tmp_path):
     torch.manual_seed(5)
     model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=128)).eval()
     with torch.no_grad():  # widen the random weights so the endings' losses differ visibly
@@ -48,8 +44,6 @@ def test_per_example_scores_match_transformers(worker, tmp_path):
     model.save_pretrained(tmp_path / "m")
     per = tmp_path / "per.jsonl"
     got = json.loads(run([worker, "eval-hellaswag", "--model", tmp_path / "m", "--data", DATA, "--per-example", per]).stdout)
-    enc = tiktoken.Encoding("gpt2", pat_str=PATTERN, mergeable_ranks=load_tiktoken_bpe(str(VOCAB)),
-                            special_tokens={"<|endoftext|>": 50256})
     examples = [json.loads(l) for l in DATA.read_text().splitlines()]
     ours = [json.loads(l) for l in per.read_text().splitlines()]
     assert len(ours) == len(examples) == got["examples"] == 8

@@ -96,12 +96,7 @@ def hf_sliding_window_loss(model, ids, ctx, stride):
     return total / count, count
 
 
-def test_score_matches_transformers_loss(worker, tmp_path):
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
-    from conftest import VOCAB
-    enc = tiktoken.Encoding("gpt2", pat_str=r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
-                            mergeable_ranks=load_tiktoken_bpe(str(VOCAB)), special_tokens={"<|endoftext|>": 50256})
+def test_score_matches_transformers_loss(worker, enc, tmp_path):
     model = hf_model(**SMALL)
     model_dir = tmp_path / "hf"
     model.save_pretrained(model_dir)

@@ -18,25 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-import tiktoken
-from tiktoken.load import load_tiktoken_bpe
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "assets" / "gpt2.tiktoken"
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
 DOCS_GLOB = "/usr/share/doc/python3*/html/_sources/**/*.txt"
 
 
-@pytest.fixture(scope="session")
-def enc():
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=load_tiktoken_bpe(str(VOCAB)),
-        special_tokens={EOT: 50256},
-        explicit_n_vocab=50257,
-    )
 
 
 def tokenize_command():

@@ -3,7 +3,6 @@ same weights and data: the first 20 steps' losses agree."""
 import math
 
 import numpy as np
-import pytest
 import torch
 from transformers import GPT2LMHeadModel
 

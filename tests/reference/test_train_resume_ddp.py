@@ -5,7 +5,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import run
 from train_helpers import events, free_port, random_shards, tensors, train, write_spec
 
 
