@@ -102,8 +102,11 @@ HellaSwagResult EvalHellaSwag(GPT& model, const Tokenizer& tok, const std::vecto
     counts[2] += s.pred_norm == examples[i].label;
   }
   if (group && world > 1) {
-    at::Tensor t = at::tensor(std::vector<int64_t>{counts[0], counts[1], counts[2]}, at::kLong);
+    // On the model's device: NCCL reduces CUDA tensors only.
+    at::Tensor t = at::tensor(std::vector<int64_t>{counts[0], counts[1], counts[2]}, at::kLong)
+                       .to(model->parameters()[0].device());
     group->AllReduceSum(t);
+    t = t.cpu();
     for (int k = 0; k < 3; ++k) counts[k] = t[k].item<int64_t>();
   }
   return {counts[0], counts[1], counts[2]};

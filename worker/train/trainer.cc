@@ -212,7 +212,6 @@ std::vector<std::string> Trainer::Samples() {
   for (int64_t n = 0; n < cfg_.sample_count; ++n) {
     std::vector<TokenId> ids = tokenizer_->encode_ordinary(cfg_.sample_prompt);
     if (ids.empty()) ids.push_back(tokenizer_->eot_token());
-    const size_t prompt_len = ids.size();
     for (int64_t i = 0; i < cfg_.sample_tokens; ++i) {
       const int64_t end = static_cast<int64_t>(ids.size()), begin = std::max<int64_t>(0, end - cfg_.model.n_positions);
       std::vector<int64_t> ctx(ids.begin() + begin, ids.end());
@@ -222,7 +221,6 @@ std::vector<std::string> Trainer::Samples() {
     }
     absl::StatusOr<std::string> text = tokenizer_->decode(ids);
     out.push_back(text.ok() ? *text : "");
-    (void)prompt_len;
   }
   return out;
 }
