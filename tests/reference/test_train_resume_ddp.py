@@ -88,3 +88,28 @@ def test_a_dead_rank_fails_the_other_within_the_timeout(worker, shards, tmp_path
     out, err = rank0.communicate(timeout=60)  # well within the 20 s collective timeout + start-up
     assert rank0.returncode != 0
     assert "error: rank 0" in err and ("peer" in err or "collective" in err or "Connection" in err), err
+
+
+def test_a_hung_rank_fails_the_other_at_the_timeout(worker, shards, tmp_path):
+    """A rank that is alive but silent (SIGSTOP) is noticed when the collective times out."""
+    import signal
+    import time
+    ddp = spec(tmp_path, "hung", shards, steps=200, total=256, micro=4, world=2)
+    port = free_port()
+    cmd = lambda r: [str(worker), "train", "--spec", str(ddp), "--rank", str(r), "--world-size", "2",
+                     "--master-port", str(port), "--timeout", "8"]
+    rank0 = subprocess.Popen(cmd(0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rank1 = subprocess.Popen(cmd(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for line in rank0.stdout:
+            if line.startswith("step") and int(line.split()[1].split("/")[0]) >= 3:
+                break
+        rank1.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = rank0.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        rank1.kill()
+        rank1.wait()
+    assert rank0.returncode != 0 and "error: rank 0" in err, err
+    assert elapsed < 8 + 20, f"took {elapsed:.1f} s to notice a hung peer with an 8 s timeout"
