@@ -1,11 +1,12 @@
 """Exact resume and data-parallel equivalence, with real processes."""
 import shutil
-import subprocess
+import signal
+import time
 
 import numpy as np
 import pytest
 
-from train_helpers import events, free_port, random_shards, tensors, train, write_spec
+from train_helpers import events, random_shards, start_ranks, tensors, train, wait_for_step, write_spec
 
 
 def spec(tmp_path, name, shards, *, steps, total, micro, world=1, every=0, ckpt=None, val_every=0):
@@ -50,11 +51,7 @@ def test_two_ranks_equal_one_rank_with_accumulation(worker, shards, tmp_path):
     train(worker, single, tmp_path / "single.jsonl")
 
     ddp = spec(tmp_path, "ddp", shards, steps=8, total=256, micro=4, world=2, val_every=4)
-    port = free_port()
-    procs = [subprocess.Popen([str(worker), "train", "--spec", str(ddp), "--rank", str(r), "--world-size", "2",
-                               "--master-port", str(port), "--timeout", "60",
-                               "--metrics-jsonl", str(tmp_path / "ddp-{rank}.jsonl")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    procs = start_ranks(worker, ddp, timeout=60, metrics=tmp_path / "ddp-{rank}.jsonl")
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -73,37 +70,21 @@ def test_two_ranks_equal_one_rank_with_accumulation(worker, shards, tmp_path):
 
 
 def test_a_dead_rank_fails_the_other_within_the_timeout(worker, shards, tmp_path):
-    ddp = spec(tmp_path, "dead", shards, steps=200, total=256, micro=4, world=2)
-    port = free_port()
-    cmd = lambda r: [str(worker), "train", "--spec", str(ddp), "--rank", str(r), "--world-size", "2",
-                     "--master-port", str(port), "--timeout", "20"]
-    rank0 = subprocess.Popen(cmd(0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rank1 = subprocess.Popen(cmd(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Let them start stepping, then kill rank 1 hard.
-    for line in rank0.stdout:
-        if line.startswith("step") and "/200" in line and int(line.split()[1].split("/")[0]) >= 3:
-            break
+    """kill -9 of one rank mid-run: the other fails with an error instead of hanging."""
+    rank0, rank1 = start_ranks(worker, spec(tmp_path, "dead", shards, steps=200, total=256, micro=4, world=2), timeout=20)
+    wait_for_step(rank0, 3)
     rank1.kill()
     rank1.wait()
-    out, err = rank0.communicate(timeout=60)  # well within the 20 s collective timeout + start-up
+    _, err = rank0.communicate(timeout=60)  # well within the 20 s collective timeout + start-up
     assert rank0.returncode != 0
     assert "error: rank 0" in err and ("peer" in err or "collective" in err or "Connection" in err), err
 
 
 def test_a_hung_rank_fails_the_other_at_the_timeout(worker, shards, tmp_path):
     """A rank that is alive but silent (SIGSTOP) is noticed when the collective times out."""
-    import signal
-    import time
-    ddp = spec(tmp_path, "hung", shards, steps=200, total=256, micro=4, world=2)
-    port = free_port()
-    cmd = lambda r: [str(worker), "train", "--spec", str(ddp), "--rank", str(r), "--world-size", "2",
-                     "--master-port", str(port), "--timeout", "8"]
-    rank0 = subprocess.Popen(cmd(0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rank1 = subprocess.Popen(cmd(1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rank0, rank1 = start_ranks(worker, spec(tmp_path, "hung", shards, steps=200, total=256, micro=4, world=2), timeout=8)
     try:
-        for line in rank0.stdout:
-            if line.startswith("step") and int(line.split()[1].split("/")[0]) >= 3:
-                break
+        wait_for_step(rank0, 3)
         rank1.send_signal(signal.SIGSTOP)
         t0 = time.monotonic()
         _, err = rank0.communicate(timeout=60)

@@ -2,6 +2,7 @@
 import json
 import pathlib
 import socket
+import subprocess
 
 import numpy as np
 import yaml
@@ -53,3 +54,25 @@ def tensors(checkpoint_dir, name="model.safetensors"):
 
 def train(worker, spec, metrics, *extra, timeout=900):
     return run([worker, "train", "--spec", spec, "--metrics-jsonl", metrics, *extra], timeout=timeout)
+
+
+def start_ranks(worker, spec_path, *, world=2, timeout=60, metrics=None):
+    """Starts `world` rank processes of one job on loopback (pipes for stdout and stderr, text)."""
+    port = free_port()
+    procs = []
+    for r in range(world):
+        cmd = [str(worker), "train", "--spec", str(spec_path), "--rank", str(r), "--world-size", str(world),
+               "--master-port", str(port), "--timeout", str(timeout)]
+        if metrics:
+            cmd += ["--metrics-jsonl", str(metrics)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def wait_for_step(rank0, step):
+    """Reads rank 0's progress lines ("step   N/M | ...") until it reports `step`."""
+    for line in rank0.stdout:
+        fields = line.split()
+        if line.startswith("step") and "/" in fields[1] and int(fields[1].split("/")[0]) >= step:
+            return
+    raise AssertionError(f"rank 0 ended before step {step}")
