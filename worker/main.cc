@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--master-port", train.master_port, "Rank 0's rendezvous port")->capture_default_str();
   train_cmd->add_option("--timeout", train.timeout_s, "Seconds before a silent peer is declared dead")->capture_default_str();
   train_cmd->add_option("--resume", train.resume, "Checkpoint directory to resume from, or 'latest'");
-  train_cmd->add_option("--metrics-jsonl", train.metrics_jsonl, "Write every event as a JSON line ({rank} is replaced)");
+  train_cmd->add_option("--metrics-jsonl", train.metrics_jsonl, "Write every event as a JSON line (rank 0 only, or one file per rank if the path has {rank})");
 
   gpt2::HellaSwagCommandOptions hellaswag;
   CLI::App* hs_cmd = app.add_subcommand("eval-hellaswag", "HellaSwag accuracy of a model (official jsonl)");

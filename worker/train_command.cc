@@ -25,7 +25,11 @@ class ConsoleObserver final : public TrainObserver {
  public:
   ConsoleObserver(std::ostream& out, int rank, int64_t log_every, const std::string& jsonl_path)
       : out_(out), rank_(rank), log_every_(log_every) {
-    if (!jsonl_path.empty()) jsonl_ = std::make_unique<std::ofstream>(absl::StrReplaceAll(jsonl_path, {{"{rank}", std::to_string(rank)}}));
+    // One file per rank with "{rank}" in the path; otherwise rank 0 alone writes it.
+    const bool per_rank = jsonl_path.find("{rank}") != std::string::npos;
+    if (!jsonl_path.empty() && (per_rank || rank == 0)) {
+      jsonl_ = std::make_unique<std::ofstream>(absl::StrReplaceAll(jsonl_path, {{"{rank}", std::to_string(rank)}}));
+    }
   }
   void OnStep(const StepMetrics& m) override {
     Emit({{"event", "step"}, {"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
