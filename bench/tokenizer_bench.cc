@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
     std::thread([&] {
       const auto start = std::chrono::steady_clock::now();
       tokens = tokenizer->encode_ordinary(text).size();
-      seconds.push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }).join();
   }
   std::sort(seconds.begin(), seconds.end());

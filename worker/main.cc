@@ -7,9 +7,9 @@
 
 #include "worker/data/prep_command.h"
 #include "worker/offline_commands.h"
-#include "worker/train_command.h"
 #include "worker/tokenizer/tokenize_command.h"
 #include "worker/tokenizer/tokenizer.h"
+#include "worker/train_command.h"
 
 // jemalloc's settings, read at start-up: keep freed pages for reuse and never hand them back to the
 // kernel. A training step frees and reallocates hundreds of MB of logits and gradients; returning
@@ -38,8 +38,10 @@ int main(int argc, char** argv) {
 
   gpt2::ScoreOptions score;
   CLI::App* score_cmd = app.add_subcommand("score", "Mean loss and perplexity of a model on text files");
-  score_cmd->add_option("--model", score.model_dir, "Checkpoint directory (config.json + model.safetensors)")->required();
-  score_cmd->add_option("--stride", score.stride, "Sliding-window step in tokens (default: half the context)")->check(CLI::NonNegativeNumber);
+  score_cmd->add_option("--model", score.model_dir, "Checkpoint directory (config.json + model.safetensors)")
+      ->required();
+  score_cmd->add_option("--stride", score.stride, "Sliding-window step in tokens (default: half the context)")
+      ->check(CLI::NonNegativeNumber);
   score_cmd->add_option("files", score.files, "Text files; each is one document")->required()->check(CLI::ExistingFile);
 
   gpt2::SampleOptions sample;
@@ -66,11 +68,13 @@ int main(int argc, char** argv) {
   init_cmd->add_option("--out", init.out_dir, "Directory to write")->required();
 
   gpt2::PrepOptions prep;
-  CLI::App* prep_cmd = app.add_subcommand("prep", "Text files, directories and JSONL (a \"text\" field) -> token shards");
+  CLI::App* prep_cmd =
+      app.add_subcommand("prep", "Text files, directories and JSONL (a \"text\" field) -> token shards");
   prep_cmd->add_option("--out", prep.out_dir, "Output directory")->required();
   prep_cmd->add_option("--name", prep.name, "Shard name prefix")->capture_default_str();
   prep_cmd->add_option("--shard-tokens", prep.shard_tokens, "Tokens per shard")->capture_default_str();
-  prep_cmd->add_option("--val-tokens", prep.val_tokens, "Tokens in the first (validation) shard (default: --shard-tokens)");
+  prep_cmd->add_option("--val-tokens", prep.val_tokens,
+                       "Tokens in the first (validation) shard (default: --shard-tokens)");
   prep_cmd->add_option("--format", prep.format, "bin (llm.c) or npy (build-nanogpt)")->capture_default_str();
   prep_cmd->add_option("--threads", prep.threads, "Tokenizer threads (default: all cores)");
   prep_cmd->add_flag("--force", prep.force, "Overwrite existing shards");
@@ -78,15 +82,21 @@ int main(int argc, char** argv) {
   prep_cmd->add_option("inputs", prep.inputs, "Files and directories")->required();
 
   gpt2::TrainCommandOptions train;
-  CLI::App* train_cmd = app.add_subcommand("train", "Train GPT-2 from a job spec (one rank; start one process per rank)");
-  train_cmd->add_option("--spec", train.spec, "Job spec, YAML or JSON (gpt2d.v1.TrainSpec)")->required()->check(CLI::ExistingFile);
+  CLI::App* train_cmd =
+      app.add_subcommand("train", "Train GPT-2 from a job spec (one rank; start one process per rank)");
+  train_cmd->add_option("--spec", train.spec, "Job spec, YAML or JSON (gpt2d.v1.TrainSpec)")
+      ->required()
+      ->check(CLI::ExistingFile);
   train_cmd->add_option("--rank", train.rank, "This process's rank")->capture_default_str();
   train_cmd->add_option("--world-size", train.world_size, "Number of ranks")->capture_default_str();
-  train_cmd->add_option("--master-addr", train.master_addr, "Rank 0's address (TCPStore rendezvous)")->capture_default_str();
+  train_cmd->add_option("--master-addr", train.master_addr, "Rank 0's address (TCPStore rendezvous)")
+      ->capture_default_str();
   train_cmd->add_option("--master-port", train.master_port, "Rank 0's rendezvous port")->capture_default_str();
-  train_cmd->add_option("--timeout", train.timeout_s, "Seconds before a silent peer is declared dead")->capture_default_str();
+  train_cmd->add_option("--timeout", train.timeout_s, "Seconds before a silent peer is declared dead")
+      ->capture_default_str();
   train_cmd->add_option("--resume", train.resume, "Checkpoint directory to resume from, or 'latest'");
-  train_cmd->add_option("--metrics-jsonl", train.metrics_jsonl, "Write every event as a JSON line (rank 0 only, or one file per rank if the path has {rank})");
+  train_cmd->add_option("--metrics-jsonl", train.metrics_jsonl,
+                        "Write every event as a JSON line (rank 0 only, or one file per rank if the path has {rank})");
 
   gpt2::HellaSwagCommandOptions hellaswag;
   CLI::App* hs_cmd = app.add_subcommand("eval-hellaswag", "HellaSwag accuracy of a model (official jsonl)");

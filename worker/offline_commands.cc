@@ -69,7 +69,8 @@ int RunScore(const ScoreOptions& o, std::ostream& out, std::ostream& err) {
     const int64_t begin = std::max<int64_t>(0, end - ctx);
     torch::Tensor logits = (*model)->forward(ToTensor(ids, begin, end))[0];  // (T,Vp)
     torch::Tensor logp = torch::log_softmax(logits.slice(1, 0, cfg.vocab_size).to(torch::kDouble), 1);
-    torch::Tensor targets = torch::tensor(std::vector<int64_t>(ids.begin() + prev_end, ids.begin() + end), torch::kLong);
+    torch::Tensor targets =
+        torch::tensor(std::vector<int64_t>(ids.begin() + prev_end, ids.begin() + end), torch::kLong);
     // target at position t is predicted by the logits at position t - 1
     torch::Tensor rows = logp.slice(0, prev_end - 1 - begin, end - 1 - begin);
     total -= rows.gather(1, targets.unsqueeze(1)).sum().item<double>();
@@ -148,9 +149,8 @@ int RunInit(const InitOptions& o, std::ostream& out, std::ostream& err) {
   torch::manual_seed(o.seed);
   GPT model(*cfg);
   if (absl::Status s = SaveHfModel(model, o.out_dir); !s.ok()) return Fail(err, s);
-  out << "wrote " << o.out_dir << " (" << cfg->n_layer << " layers, " << cfg->n_embd << " channels, "
-      << cfg->n_head << " heads, context " << cfg->n_positions << ", " << cfg->num_parameters()
-      << " parameters)\n";
+  out << "wrote " << o.out_dir << " (" << cfg->n_layer << " layers, " << cfg->n_embd << " channels, " << cfg->n_head
+      << " heads, context " << cfg->n_positions << ", " << cfg->num_parameters() << " parameters)\n";
   return 0;
 }
 

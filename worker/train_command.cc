@@ -32,12 +32,18 @@ class ConsoleObserver final : public TrainObserver {
     }
   }
   void OnStep(const StepMetrics& m) override {
-    Emit({{"event", "step"}, {"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
-          {"step_seconds", m.step_seconds}, {"tokens_per_second", m.tokens_per_second}, {"mfu", m.mfu},
+    Emit({{"event", "step"},
+          {"step", m.step},
+          {"loss", m.loss},
+          {"lr", m.lr},
+          {"grad_norm", m.grad_norm},
+          {"step_seconds", m.step_seconds},
+          {"tokens_per_second", m.tokens_per_second},
+          {"mfu", m.mfu},
           {"tokens_seen", m.tokens_seen}});
     if (rank_ != 0 || (m.step % log_every_ != 0 && m.step != m.max_steps)) return;
-    out_ << absl::StrFormat("step %6d/%d | loss %.6f | lr %.4e | norm %.4f | dt %.2fms | tok/s %.0f", m.step, m.max_steps,
-                            m.loss, m.lr, m.grad_norm, m.step_seconds * 1e3, m.tokens_per_second);
+    out_ << absl::StrFormat("step %6d/%d | loss %.6f | lr %.4e | norm %.4f | dt %.2fms | tok/s %.0f", m.step,
+                            m.max_steps, m.loss, m.lr, m.grad_norm, m.step_seconds * 1e3, m.tokens_per_second);
     if (m.mfu > 0) out_ << absl::StrFormat(" | mfu %.2f%%", m.mfu * 100);
     out_ << std::endl;
   }
@@ -54,8 +60,8 @@ class ConsoleObserver final : public TrainObserver {
     if (rank_ != 0) return;
     if (e.val_loss) out_ << absl::StrFormat("step %6d | val loss %.6f", e.step, *e.val_loss) << std::endl;
     if (e.hellaswag_acc) {
-      out_ << absl::StrFormat("step %6d | hellaswag acc_norm %.4f (acc %.4f) on %d examples", e.step, *e.hellaswag_acc_norm,
-                              *e.hellaswag_acc, e.hellaswag_examples)
+      out_ << absl::StrFormat("step %6d | hellaswag acc_norm %.4f (acc %.4f) on %d examples", e.step,
+                              *e.hellaswag_acc_norm, *e.hellaswag_acc, e.hellaswag_examples)
            << std::endl;
     }
     for (const std::string& s : e.samples) out_ << "sample: " << nlohmann::json(s).dump() << std::endl;
@@ -88,10 +94,12 @@ int RunTrainCommand(const TrainCommandOptions& o, std::ostream& out, std::ostrea
   run.resume = o.resume;
   run.vocab = o.vocab;
   if (o.rank == 0) {
-    out << absl::StrFormat("train %s: %d layers, %d channels, %d parameters | %d steps of %d tokens (B=%d, T=%d, %d ranks, %d micro-steps)",
-                           config->name, config->model.n_layer, config->model.n_embd, config->model.num_parameters(),
-                           config->max_steps, config->total_batch_tokens, config->micro_batch, config->seq_len,
-                           o.world_size, config->total_batch_tokens / (config->micro_batch * config->seq_len * o.world_size))
+    out << absl::StrFormat(
+               "train %s: %d layers, %d channels, %d parameters | %d steps of %d tokens (B=%d, T=%d, %d ranks, %d "
+               "micro-steps)",
+               config->name, config->model.n_layer, config->model.n_embd, config->model.num_parameters(),
+               config->max_steps, config->total_batch_tokens, config->micro_batch, config->seq_len, o.world_size,
+               config->total_batch_tokens / (config->micro_batch * config->seq_len * o.world_size))
         << std::endl;
   }
   ConsoleObserver observer(out, o.rank, config->log_every, o.metrics_jsonl);
@@ -129,11 +137,17 @@ int RunHellaSwagCommand(const HellaSwagCommandOptions& o, std::ostream& out, std
     r.correct += s.pred == ex.label;
     r.correct_norm += s.pred_norm == ex.label;
     if (per_example) {
-      *per_example << nlohmann::json{{"index", i}, {"label", ex.label}, {"pred", s.pred}, {"pred_norm", s.pred_norm},
-                                     {"sum_loss", s.sum_loss}, {"mean_loss", s.mean_loss}}.dump()
+      *per_example << nlohmann::json{{"index", i},
+                                     {"label", ex.label},
+                                     {"pred", s.pred},
+                                     {"pred_norm", s.pred_norm},
+                                     {"sum_loss", s.sum_loss},
+                                     {"mean_loss", s.mean_loss}}
+                          .dump()
                    << "\n";
     }
-    if ((i + 1) % 500 == 0) err << "hellaswag: " << (i + 1) << "/" << examples->size() << " acc_norm " << r.acc_norm() << "\n";
+    if ((i + 1) % 500 == 0)
+      err << "hellaswag: " << (i + 1) << "/" << examples->size() << " acc_norm " << r.acc_norm() << "\n";
   }
   out << nlohmann::json{{"examples", r.examples}, {"acc", r.acc()}, {"acc_norm", r.acc_norm()}}.dump() << "\n";
   return 0;

@@ -11,8 +11,8 @@ struct TrainCommandOptions {
   int rank = 0, world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  int timeout_s = 300;      // collectives and rendezvous
-  std::string resume;       // checkpoint dir or "latest"
+  int timeout_s = 300;        // collectives and rendezvous
+  std::string resume;         // checkpoint dir or "latest"
   std::string metrics_jsonl;  // every step/eval/checkpoint event as a JSON line (rank 0; or per rank with {rank})
   std::string vocab;
 };

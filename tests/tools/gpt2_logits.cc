@@ -27,7 +27,9 @@ int main(int argc, char** argv) {
   torch::Tensor idx = torch::tensor(flat, torch::kLong).view({static_cast<int64_t>(rows.size()), -1});
   torch::InferenceMode guard;
   torch::Tensor logits = (*model)->forward(idx).slice(-1, 0, (*model)->config().vocab_size).contiguous();
-  gpt2::TensorToWrite t{"logits", gpt2::DType::kF32, logits.sizes().vec(),
+  gpt2::TensorToWrite t{"logits",
+                        gpt2::DType::kF32,
+                        logits.sizes().vec(),
                         {static_cast<const std::byte*>(logits.data_ptr()), static_cast<size_t>(logits.nbytes())}};
   absl::Status s = gpt2::WriteSafetensors(argv[3], {&t, 1}, {{"format", "pt"}});
   if (!s.ok()) {

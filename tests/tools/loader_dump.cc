@@ -21,8 +21,7 @@
 namespace {
 
 int Usage(std::string_view problem) {
-  std::cerr << "loader_dump: " << problem
-            << "\nusage: loader_dump --B N --T N --rank N --world N --steps N SHARD...\n";
+  std::cerr << "loader_dump: " << problem << "\nusage: loader_dump --B N --T N --rank N --world N --steps N SHARD...\n";
   return 2;
 }
 
@@ -60,9 +59,8 @@ int main(int argc, char** argv) {
       std::cerr << "loader_dump: " << status.message() << "\n";
       return 2;
     }
-    std::cout << "{\"step\": " << step << ", \"shard\": " << position.shard
-              << ", \"offset\": " << position.offset << ", \"x\": [" << absl::StrJoin(x, ", ")
-              << "], \"y\": [" << absl::StrJoin(y, ", ") << "]}\n";
+    std::cout << "{\"step\": " << step << ", \"shard\": " << position.shard << ", \"offset\": " << position.offset
+              << ", \"x\": [" << absl::StrJoin(x, ", ") << "], \"y\": [" << absl::StrJoin(y, ", ") << "]}\n";
   }
   return std::cout.flush() ? 0 : 1;
 }

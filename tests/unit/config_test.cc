@@ -41,10 +41,21 @@ TEST(ConfigTest, RefusesWhatTheModelCannotRepresentNamingTheField) {
   };
   EXPECT_NE(error(R"(, "model_type": "llama")").find("model_type"), std::string::npos);
   EXPECT_NE(error(R"(, "activation_function": "relu")").find("activation_function"), std::string::npos);
-  EXPECT_NE(error(R"(, "scale_attn_by_inverse_layer_idx": true)").find("scale_attn_by_inverse_layer_idx"), std::string::npos);
+  EXPECT_NE(error(R"(, "scale_attn_by_inverse_layer_idx": true)").find("scale_attn_by_inverse_layer_idx"),
+            std::string::npos);
   EXPECT_NE(std::string(ConfigFromHfJson(R"({"n_head": 2})").status().message()).find("n_layer"), std::string::npos);
-  EXPECT_NE(std::string(ConfigFromHfJson(R"({"n_layer": 2, "n_head": 3, "n_embd": 8, "n_positions": 16, "vocab_size": 100})").status().message()).find("n_embd"), std::string::npos);
-  EXPECT_NE(std::string(ConfigFromHfJson(R"({"n_layer": "2", "n_head": 2, "n_embd": 8, "n_positions": 16, "vocab_size": 100})").status().message()).find("n_layer"), std::string::npos);
+  EXPECT_NE(
+      std::string(ConfigFromHfJson(R"({"n_layer": 2, "n_head": 3, "n_embd": 8, "n_positions": 16, "vocab_size": 100})")
+                      .status()
+                      .message())
+          .find("n_embd"),
+      std::string::npos);
+  EXPECT_NE(std::string(
+                ConfigFromHfJson(R"({"n_layer": "2", "n_head": 2, "n_embd": 8, "n_positions": 16, "vocab_size": 100})")
+                    .status()
+                    .message())
+                .find("n_layer"),
+            std::string::npos);
   EXPECT_FALSE(ConfigFromHfJson("not json").ok());
   EXPECT_FALSE(ConfigFromHfJson("[1, 2]").ok());
 }

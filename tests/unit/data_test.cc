@@ -37,8 +37,7 @@ class TempDir {
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     path_ = fs::temp_directory_path() /
-            absl::StrCat("gpt2_data_test_", info->test_suite_name(), "_", info->name(), "_",
-                         ::getpid());
+            absl::StrCat("gpt2_data_test_", info->test_suite_name(), "_", info->name(), "_", ::getpid());
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -50,9 +49,7 @@ class TempDir {
   fs::path path_;
 };
 
-void WriteBytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary) << bytes;
-}
+void WriteBytes(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
 std::string ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -176,8 +173,7 @@ TEST(ShardTest, AbandonedWriterLeavesNoFile) {
 
 TEST(ShardTest, WriterReportsAnUncreatableFile) {
   TempDir dir;
-  absl::StatusOr<ShardWriter> writer =
-      ShardWriter::Create(dir / "no/such/dir/x.bin", ShardFormat::kLlmc);
+  absl::StatusOr<ShardWriter> writer = ShardWriter::Create(dir / "no/such/dir/x.bin", ShardFormat::kLlmc);
   ASSERT_FALSE(writer.ok());
   EXPECT_TRUE(Contains(std::string(writer.status().message()), "no/such/dir/x.bin.tmp"));
 }
@@ -248,17 +244,13 @@ TEST(ShardTest, RejectsMalformedNpyShards) {
       {"f4", Npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", tokens), "'<f4'"},
       {"be", Npy(1, "{'descr': '>u2', 'fortran_order': False, 'shape': (4,), }", tokens), "'>u2'"},
       {"i2", Npy(1, "{'descr': '<i2', 'fortran_order': False, 'shape': (4,), }", tokens), "'<i2'"},
-      {"fortran", Npy(1, "{'descr': '<u2', 'fortran_order': True, 'shape': (4,), }", tokens),
-       "Fortran"},
-      {"2d", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 2), }", tokens),
-       "shape is (2,2,)"},
-      {"scalar", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (), }", tokens),
-       "shape is ()"},
+      {"fortran", Npy(1, "{'descr': '<u2', 'fortran_order': True, 'shape': (4,), }", tokens), "Fortran"},
+      {"2d", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 2), }", tokens), "shape is (2,2,)"},
+      {"scalar", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (), }", tokens), "shape is ()"},
       {"truncated", Npy(1, U2Dict(5), tokens), "truncated"},
       {"trailing", Npy(1, U2Dict(3), tokens), "2 trailing bytes"},
       {"version", Npy(4, U2Dict(4), tokens), "version 4.0"},
-      {"garbage", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': [4], }", tokens),
-       "'shape' is not a tuple"},
+      {"garbage", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': [4], }", tokens), "'shape' is not a tuple"},
       {"missing", Npy(1, "{'descr': '<u2', 'shape': (4,), }", tokens), "lacks one of the keys"},
       {"extra", Npy(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (4,), 'x': 1}", tokens),
        "unexpected key 'x'"},
@@ -289,8 +281,8 @@ TEST(ShardTest, ParsesFormatNames) {
 
 TEST(ListShardsTest, ListsOneSplitSortedAndSkipsOtherFiles) {
   TempDir dir;
-  for (const char* name : {"s_train_000002.bin", "s_train_000001.npy", "s_val_000000.bin",
-                           "s_train_000003.bin.tmp", "notes_train.txt", "README"}) {
+  for (const char* name : {"s_train_000002.bin", "s_train_000001.npy", "s_val_000000.bin", "s_train_000003.bin.tmp",
+                           "notes_train.txt", "README"}) {
     WriteBytes(dir / name, "");
   }
   fs::create_directories(dir / "sub_train.bin");  // a directory, not a shard
@@ -320,9 +312,8 @@ std::vector<std::string> NumberedShards(const TempDir& dir, const std::vector<in
   std::vector<std::string> paths;
   for (std::size_t s = 0; s < lengths.size(); ++s) {
     paths.push_back(dir / absl::StrCat("d_train_", s, ".bin"));
-    EXPECT_TRUE(WriteShard(paths.back(), ShardFormat::kLlmc,
-                           Iota(lengths[s], static_cast<std::uint16_t>(s * 1000)))
-                    .ok());
+    EXPECT_TRUE(
+        WriteShard(paths.back(), ShardFormat::kLlmc, Iota(lengths[s], static_cast<std::uint16_t>(s * 1000))).ok());
   }
   return paths;
 }
@@ -332,8 +323,7 @@ struct Batch {
 };
 
 Batch Next(DataLoader& loader) {
-  Batch b{std::vector<std::int64_t>(loader.B() * loader.T()),
-          std::vector<std::int64_t>(loader.B() * loader.T())};
+  Batch b{std::vector<std::int64_t>(loader.B() * loader.T()), std::vector<std::int64_t>(loader.B() * loader.T())};
   absl::Status status = loader.next_batch(b.x, b.y);
   EXPECT_TRUE(status.ok()) << status;
   return b;
@@ -449,8 +439,7 @@ TEST(DataLoaderTest, SetPositionAcceptsOnlyReachablePositions) {
   EXPECT_TRUE(loader->set_position({0, 20}).ok());
   EXPECT_TRUE(loader->set_position({1, 4}).ok());  // the start is always reachable
   EXPECT_EQ(loader->position(), (LoaderPosition{1, 4}));
-  for (LoaderPosition bad : std::vector<LoaderPosition>{
-           {2, 4}, {-1, 4}, {0, 0}, {0, 8}, {0, -4}, {0, 28}, {1, 12}}) {
+  for (LoaderPosition bad : std::vector<LoaderPosition>{{2, 4}, {-1, 4}, {0, 0}, {0, 8}, {0, -4}, {0, 28}, {1, 12}}) {
     SCOPED_TRACE(absl::StrCat(bad.shard, ":", bad.offset));
     absl::Status status = loader->set_position(bad);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
@@ -567,12 +556,10 @@ class PrepTest : public ::testing::Test {
 Tokenizer* PrepTest::tokenizer_ = nullptr;
 
 TEST_F(PrepTest, FillsShardsExactlyWithTheValShardFirst) {
-  const std::vector<std::string> docs = {"Hello world, this is the first document.",
-                                         "A second one.",
+  const std::vector<std::string> docs = {"Hello world, this is the first document.", "A second one.",
                                          "And a third, a little longer than that one was."};
   for (std::size_t i = 0; i < docs.size(); ++i) WriteBytes(dir_ / absl::StrCat(i, ".txt"), docs[i]);
-  absl::StatusOr<PrepResult> result =
-      Prep(Options({dir_ / "0.txt", dir_ / "1.txt", dir_ / "2.txt"}));
+  absl::StatusOr<PrepResult> result = Prep(Options({dir_ / "0.txt", dir_ / "1.txt", dir_ / "2.txt"}));
   ASSERT_TRUE(result.ok()) << result.status();
 
   const std::vector<std::uint16_t> expected = Expected(docs);
@@ -594,8 +581,7 @@ TEST_F(PrepTest, FillsShardsExactlyWithTheValShardFirst) {
     EXPECT_EQ(Shard::Open(result->shards[i])->tokens().size(), want) << i;
   }
   EXPECT_EQ(Concatenated(result->shards), expected);
-  EXPECT_EQ(*ListShards(out, "train"),
-            std::vector<std::string>(result->shards.begin() + 1, result->shards.end()));
+  EXPECT_EQ(*ListShards(out, "train"), std::vector<std::string>(result->shards.begin() + 1, result->shards.end()));
 }
 
 TEST_F(PrepTest, OutputDoesNotDependOnTheThreadCount) {
@@ -654,8 +640,7 @@ TEST_F(PrepTest, MalformedJsonlLineIsAnErrorNamingFileAndLine) {
 }
 
 TEST_F(PrepTest, SkipBadLinesWarnsAndContinues) {
-  WriteBytes(dir_ / "c.jsonl",
-             "{\"text\": \"one\"}\n[1]\n{\"text\": \"two\", \"id\": 2}\nnot json\n{\"other\": 1}\n");
+  WriteBytes(dir_ / "c.jsonl", "{\"text\": \"one\"}\n[1]\n{\"text\": \"two\", \"id\": 2}\nnot json\n{\"other\": 1}\n");
   PrepOptions options = Options({dir_ / "c.jsonl"});
   options.skip_bad_lines = true;
   absl::StatusOr<PrepResult> result = Prep(options);

@@ -36,13 +36,13 @@ class ModelTest : public ::testing::Test {
 TEST_F(ModelTest, ParameterNamesAreHuggingFaces) {
   GPT m(Tiny());
   auto p = m->named_parameters();
-  for (const char* name : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
-                           "transformer.h.1.attn.c_attn.weight", "transformer.h.1.attn.c_proj.bias",
-                           "transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight",
-                           "transformer.ln_f.bias"}) {
+  for (const char* name :
+       {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+        "transformer.h.1.attn.c_attn.weight", "transformer.h.1.attn.c_proj.bias", "transformer.h.0.mlp.c_fc.weight",
+        "transformer.h.0.mlp.c_proj.weight", "transformer.ln_f.bias"}) {
     EXPECT_NE(p.find(name), nullptr) << name;
   }
-  EXPECT_EQ(p.size(), 4u + 12u * 2);  // wte, wpe, ln_f weight and bias; 12 tensors a block
+  EXPECT_EQ(p.size(), 4u + 12u * 2);                    // wte, wpe, ln_f weight and bias; 12 tensors a block
   EXPECT_EQ(p["transformer.wte.weight"].size(0), 128);  // 100 padded to a multiple of 64
   int64_t n = 0;
   for (auto& t : m->parameters()) n += t.numel();
@@ -83,7 +83,8 @@ TEST_F(ModelTest, LossIgnoresThePaddedVocabulary) {
   GPT m(Tiny());
   torch::Tensor logits = torch::randn({2, 5, 128});
   torch::Tensor targets = torch::randint(0, 100, {2, 5}, torch::kLong);
-  torch::Tensor expected = torch::nn::functional::cross_entropy(logits.slice(2, 0, 100).reshape({-1, 100}), targets.reshape({-1}));
+  torch::Tensor expected =
+      torch::nn::functional::cross_entropy(logits.slice(2, 0, 100).reshape({-1, 100}), targets.reshape({-1}));
   EXPECT_NEAR(m->loss(logits, targets).item<double>(), expected.item<double>(), 1e-6);
   // Making padded logits huge changes nothing.
   logits.slice(2, 100, 128).fill_(1e4);

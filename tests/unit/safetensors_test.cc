@@ -93,7 +93,8 @@ TEST_F(SafetensorsTest, RejectsMalformedFilesWithAClearError) {
     EXPECT_NE(std::string(r.status().message()).find(path), std::string::npos) << "names the file";
   }
   std::ofstream(Path("tiny"), std::ios::binary) << "abc";
-  EXPECT_NE(std::string(SafetensorsReader::Open(Path("tiny")).status().message()).find("shorter than"), std::string::npos);
+  EXPECT_NE(std::string(SafetensorsReader::Open(Path("tiny")).status().message()).find("shorter than"),
+            std::string::npos);
   EXPECT_EQ(SafetensorsReader::Open(Path("missing")).status().code(), absl::StatusCode::kNotFound);
 }
 

@@ -57,7 +57,8 @@ world_size: 2
   EXPECT_DOUBLE_EQ(y.weight_decay, 0.0);
   EXPECT_EQ(y.warmup_steps, 0);
   EXPECT_EQ(y.grad_accum_steps(), 1);
-  TrainConfig j = Resolve(R"({"data": {"dir": "/d"}, "optimizer": {"max_lr": 0.001}, "model": {"preset": "gpt2-medium"}})");
+  TrainConfig j =
+      Resolve(R"({"data": {"dir": "/d"}, "optimizer": {"max_lr": 0.001}, "model": {"preset": "gpt2-medium"}})");
   EXPECT_DOUBLE_EQ(j.max_lr, 0.001);
   EXPECT_EQ(j.model.n_layer, 24);
 }

@@ -80,9 +80,8 @@ TEST(TokenizerEncode, KnownIdsMatchTiktoken) {
   EXPECT_EQ(t.encode_ordinary("I'll go"), (Ids{40, 1183, 467}));
   EXPECT_EQ(t.encode_ordinary("  hi"), (Ids{220, 23105}));
   EXPECT_EQ(t.encode_ordinary("1234567"), (Ids{10163, 2231, 3134}));
-  EXPECT_EQ(t.encode_ordinary("\xF0\x9F\x99\x82"), (Ids{8582, 25081}));  // 🙂
-  EXPECT_EQ(t.encode_ordinary("\xE6\xBC\xA2\xE5\xAD\x97"),
-            (Ids{162, 120, 95, 27764, 245}));  // 漢字
+  EXPECT_EQ(t.encode_ordinary("\xF0\x9F\x99\x82"), (Ids{8582, 25081}));                       // 🙂
+  EXPECT_EQ(t.encode_ordinary("\xE6\xBC\xA2\xE5\xAD\x97"), (Ids{162, 120, 95, 27764, 245}));  // 漢字
   EXPECT_EQ(t.encode_ordinary("a\xC2\x85"
                               "b"),
             (Ids{64, 126, 227, 65}));  // U+0085
@@ -170,8 +169,7 @@ TEST(TokenizerEncode, ConcurrentCallsAgree) {
   const Tokenizer& t = Gpt2();
   std::string text;
   for (int i = 0; i < 200; ++i) {
-    text += "Thread " + std::to_string(i) +
-            " encodes the same words, again and again: \xCE\xB1\xCE\xB2\n";
+    text += "Thread " + std::to_string(i) + " encodes the same words, again and again: \xCE\xB1\xCE\xB2\n";
   }
   const Ids expected = t.encode_ordinary(text);
   std::vector<std::thread> threads;
@@ -191,8 +189,7 @@ TEST(TokenizerEncode, ConcurrentCallsAgree) {
 TEST(TokenizerDecode, RoundTripsText) {
   const Tokenizer& t = Gpt2();
   for (const std::string text :
-       {"Hello world", "  leading spaces\n\n\ttabs",
-        "\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x9A\x80 emoji",
+       {"Hello world", "  leading spaces\n\n\ttabs", "\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x9A\x80 emoji",
         "\xE6\xBC\xA2\xE5\xAD\x97 and \xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7", "<|endoftext|>"}) {
     EXPECT_EQ(*t.decode(t.encode(text, true)), text);
     EXPECT_EQ(*t.decode(t.encode_ordinary(text)), text);
@@ -208,9 +205,7 @@ TEST(TokenizerDecode, RejectsIdsOutsideTheVocabulary) {
   EXPECT_EQ(*t.token_bytes(995), " world");
 }
 
-TEST(TokenizerDecode, PartialCharactersDecodeToRawBytes) {
-  EXPECT_EQ(*Gpt2().decode(Ids{8582}), "\xF0\x9F");
-}
+TEST(TokenizerDecode, PartialCharactersDecodeToRawBytes) { EXPECT_EQ(*Gpt2().decode(Ids{8582}), "\xF0\x9F"); }
 
 // --- UTF-8 repair
 // ---------------------------------------------------------------------------------
@@ -314,8 +309,7 @@ std::vector<std::string> Pieces(std::string_view text) {
 
 TEST(Pretokenizer, SplitsLikeTheGpt2Pattern) {
   using P = std::vector<std::string>;
-  EXPECT_EQ(Pieces("Hello world's  test!!\n\n"),
-            (P{"Hello", " world", "'s", " ", " test", "!!", "\n\n"}));
+  EXPECT_EQ(Pieces("Hello world's  test!!\n\n"), (P{"Hello", " world", "'s", " ", " test", "!!", "\n\n"}));
   EXPECT_EQ(Pieces("abc 123 4.5"), (P{"abc", " 123", " 4", ".", "5"}));
   EXPECT_EQ(Pieces("a  \n b"), (P{"a", "  \n", " b"}));
 }
@@ -353,8 +347,7 @@ std::string TiktokenWithLine(int line, const std::string& replacement) {
   std::ifstream in(GPT2D_DEFAULT_VOCAB, std::ios::binary);
   std::stringstream out;
   std::string current;
-  for (int n = 1; std::getline(in, current); ++n)
-    out << (n == line ? replacement : current) << "\n";
+  for (int n = 1; std::getline(in, current); ++n) out << (n == line ? replacement : current) << "\n";
   return out.str();
 }
 
@@ -375,8 +368,7 @@ TEST(VocabFiles, MalformedTiktokenFilesNameFileAndLine) {
       {"missing_rank", TiktokenWithLine(5, "Jg=="), ":5: expected '<base64 bytes> <rank>'"},
       {"bad_rank", TiktokenWithLine(6, "Jw== six"), ":6: rank 'six'"},
       {"duplicate_rank", TiktokenWithLine(7, "KA== 5"), ":7: rank 5 already given on line 6"},
-      {"duplicate_bytes", TiktokenWithLine(8, "IQ== 7"),
-       ":8: token 'IQ==' already given on line 1"},
+      {"duplicate_bytes", TiktokenWithLine(8, "IQ== 7"), ":8: token 'IQ==' already given on line 1"},
       {"gap", TiktokenWithLine(10, "Kg== 50256"), "rank 9 is missing"},
       {"huge_rank", TiktokenWithLine(10, "KQ== 2000000000"), ":10: rank 2000000000 is beyond"},
       {"empty", "", "no tokens"},
@@ -389,8 +381,7 @@ TEST(VocabFiles, MalformedTiktokenFilesNameFileAndLine) {
     EXPECT_NE(Message(tokens.status()).find(path), std::string::npos) << tokens.status();
     EXPECT_NE(Message(tokens.status()).find(c.message), std::string::npos) << tokens.status();
   }
-  absl::StatusOr<std::vector<std::string>> missing =
-      ReadTiktokenFile(dir.path() + "/nope.tiktoken");
+  absl::StatusOr<std::vector<std::string>> missing = ReadTiktokenFile(dir.path() + "/nope.tiktoken");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(Message(missing.status()).find("nope.tiktoken"), std::string::npos);
   EXPECT_FALSE(ReadTiktokenFile(dir.path()).ok());  // a directory
@@ -419,8 +410,7 @@ TEST(VocabFiles, StandInsRoundTrip) {
 
 // Writes the tiktoken vocabulary as encoder.json + merges under the given names. Each merge is
 // a split of the token into two tokens of lower rank, which is what vocab.bpe lists.
-void WriteEncoderJsonForm(const TempDir& dir, const std::string& json_name,
-                          const std::string& merges_name) {
+void WriteEncoderJsonForm(const TempDir& dir, const std::string& json_name, const std::string& merges_name) {
   const std::vector<std::string> tokens = *ReadTiktokenFile(GPT2D_DEFAULT_VOCAB);
   std::unordered_map<std::string, std::size_t> rank_of;
   nlohmann::json encoder = nlohmann::json::object();
@@ -465,8 +455,7 @@ TEST(VocabFiles, MalformedMergesNameFileAndLine) {
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   const auto merges_with = [&](std::size_t line, const std::string& replacement) {
     std::string out;
-    for (std::size_t n = 0; n < lines.size(); ++n)
-      out += (n + 1 == line ? replacement : lines[n]) + "\n";
+    for (std::size_t n = 0; n < lines.size(); ++n) out += (n + 1 == line ? replacement : lines[n]) + "\n";
     return out;
   };
   const std::string json = dir.path() + "/encoder.json";
@@ -476,19 +465,16 @@ TEST(VocabFiles, MalformedMergesNameFileAndLine) {
   for (const Case& c : std::vector<Case>{
            {merges_with(4, "onlyone"), ":4: expected '<token> <token>'"},
            {merges_with(5, "\xE2\x82\xAC x"), ":5: merges a token that is not in the vocabulary"},
-           {merges_with(6, "\xC4\x80 \xC4\x80"),
-            ":6: merges into a token that is not in the vocabulary"},
+           {merges_with(6, "\xC4\x80 \xC4\x80"), ":6: merges into a token that is not in the vocabulary"},
            {merges_with(3, lines[7]), ":4: merge into id"},  // line 3 now makes a later token
        }) {
     const std::string path = dir.Write("bad.bpe", c.contents);
     absl::StatusOr<std::vector<std::string>> tokens = ReadEncoderJsonFiles(json, path);
     ASSERT_FALSE(tokens.ok()) << c.message;
-    EXPECT_NE(Message(tokens.status()).find(path + c.message), std::string::npos)
-        << tokens.status();
+    EXPECT_NE(Message(tokens.status()).find(path + c.message), std::string::npos) << tokens.status();
   }
   const std::string bad_json = dir.Write("bad.json", "{\"a\": 0, \"b\": ");
-  absl::StatusOr<std::vector<std::string>> tokens =
-      ReadEncoderJsonFiles(bad_json, dir.path() + "/vocab.bpe");
+  absl::StatusOr<std::vector<std::string>> tokens = ReadEncoderJsonFiles(bad_json, dir.path() + "/vocab.bpe");
   ASSERT_FALSE(tokens.ok());
   EXPECT_NE(Message(tokens.status()).find("bad.json: not valid JSON"), std::string::npos);
 }
@@ -549,8 +535,7 @@ TEST(TokenizeCommand, WritesIdsAsTextOrJson) {
 }
 
 TEST(TokenizeCommand, JsonLinesTakeStringsOrTextObjects) {
-  const CommandResult r =
-      RunCommand({.jsonl = true}, "\"Hello world\"\n\n{\"text\": \"Hello\", \"id\": 3}\n\"\"\n");
+  const CommandResult r = RunCommand({.jsonl = true}, "\"Hello world\"\n\n{\"text\": \"Hello\", \"id\": 3}\n\"\"\n");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "[15496, 995]\n[15496]\n[]\n");
 }

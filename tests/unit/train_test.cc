@@ -41,7 +41,8 @@ TEST(AdamWTest, FusedKernelEqualsTheReferenceArithmetic) {
     fused.Step(1e-2);
     plain.Step(1e-2);
   }
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::allclose(a[i].second, b[i].second, 1e-6, 1e-7)) << a[i].first;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::allclose(a[i].second, b[i].second, 1e-6, 1e-7)) << a[i].first;
   // Bias has no weight decay: with zero gradients only decayed parameters move.
   auto c = Params(2);
   AdamW decay_only(c, {0.9, 0.95, 1e-8, 0.5, true});

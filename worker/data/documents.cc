@@ -55,8 +55,8 @@ absl::StatusOr<std::string> TextOfJsonLine(std::string_view line) {
 
 }  // namespace
 
-absl::StatusOr<DocumentReader> DocumentReader::Open(const std::vector<std::string>& inputs,
-                                                    bool skip_bad_lines, WarningFn warn) {
+absl::StatusOr<DocumentReader> DocumentReader::Open(const std::vector<std::string>& inputs, bool skip_bad_lines,
+                                                    WarningFn warn) {
   DocumentReader reader;
   reader.skip_bad_lines_ = skip_bad_lines;
   reader.warn_ = std::move(warn);
@@ -100,8 +100,7 @@ absl::StatusOr<std::optional<std::string>> DocumentReader::Next() {
           bytes_read_ += static_cast<std::int64_t>(text->size());
           return std::optional<std::string>(std::move(*text));
         }
-        const std::string problem =
-            absl::StrCat(jsonl_path_, ":", jsonl_line_, ": ", text.status().message());
+        const std::string problem = absl::StrCat(jsonl_path_, ":", jsonl_line_, ": ", text.status().message());
         if (!skip_bad_lines_) return absl::InvalidArgumentError(problem);
         ++skipped_lines_;
         if (warn_) warn_(problem);

@@ -35,8 +35,8 @@ class DocumentReader {
   // With skip_bad_lines a malformed JSONL line is reported to `warn` and skipped; without, it
   // is an error. Errors: NotFound for an input that does not exist; the OS's error for a
   // directory that cannot be walked.
-  static absl::StatusOr<DocumentReader> Open(const std::vector<std::string>& inputs,
-                                             bool skip_bad_lines, WarningFn warn);
+  static absl::StatusOr<DocumentReader> Open(const std::vector<std::string>& inputs, bool skip_bad_lines,
+                                             WarningFn warn);
 
   // The next document, or nullopt at the end of the corpus.
   // Errors: a file that cannot be read; a malformed JSONL line without skip_bad_lines

@@ -6,15 +6,13 @@
 
 namespace gpt2 {
 
-absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_paths,
-                                              std::int64_t B, std::int64_t T, int rank,
-                                              int world_size) {
+absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_paths, std::int64_t B, std::int64_t T,
+                                              int rank, int world_size) {
   if (B < 1 || T < 1) {
     return absl::InvalidArgumentError(absl::StrCat("B and T must be positive, got B=", B, " T=", T));
   }
   if (world_size < 1 || rank < 0 || rank >= world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank ", rank, " is not in [0, world_size=", world_size, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is not in [0, world_size=", world_size, ")"));
   }
   if (shard_paths.empty()) return absl::InvalidArgumentError("the data loader has no shards");
 
@@ -26,9 +24,9 @@ absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_pat
     if (!shard.ok()) return shard.status();
     const auto length = static_cast<std::int64_t>(shard->tokens().size());
     if (length < step_tokens + 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": ", length, " tokens, too few for one step of B*T*world_size + 1 = ",
-          step_tokens + 1, " (B=", B, " T=", T, " world_size=", world_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", length, " tokens, too few for one step of B*T*world_size + 1 = ", step_tokens + 1,
+                       " (B=", B, " T=", T, " world_size=", world_size, ")"));
     }
     loader.lengths_.push_back(length);
   }
@@ -50,9 +48,9 @@ absl::Status DataLoader::Load(std::int64_t index) {
   absl::StatusOr<Shard> shard = Shard::Open(paths_[index]);
   if (!shard.ok()) return shard.status();
   if (static_cast<std::int64_t>(shard->tokens().size()) != lengths_[index]) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(paths_[index], ": shard changed since the loader was created (",
-                     lengths_[index], " tokens then, ", shard->tokens().size(), " now)"));
+    return absl::FailedPreconditionError(absl::StrCat(paths_[index], ": shard changed since the loader was created (",
+                                                      lengths_[index], " tokens then, ", shard->tokens().size(),
+                                                      " now)"));
   }
   shard_ = std::move(*shard);
   mapped_index_ = index;
@@ -61,17 +59,14 @@ absl::Status DataLoader::Load(std::int64_t index) {
 
 absl::Status DataLoader::next_batch(std::span<std::int64_t> x, std::span<std::int64_t> y) {
   const std::int64_t batch_tokens = B_ * T_;
-  if (static_cast<std::int64_t>(x.size()) != batch_tokens ||
-      static_cast<std::int64_t>(y.size()) != batch_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("next_batch needs B*T = ", batch_tokens,
-                                                   " values in x and y, got ", x.size(), " and ",
-                                                   y.size()));
+  if (static_cast<std::int64_t>(x.size()) != batch_tokens || static_cast<std::int64_t>(y.size()) != batch_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("next_batch needs B*T = ", batch_tokens, " values in x and y, got ", x.size(), " and ", y.size()));
   }
   if (absl::Status status = Load(position_.shard); !status.ok()) return status;
 
   // buf = tokens[pos : pos + B*T + 1]; x = buf[:-1], y = buf[1:]
-  const std::span<const std::uint16_t> buf =
-      shard_->tokens().subspan(position_.offset, batch_tokens + 1);
+  const std::span<const std::uint16_t> buf = shard_->tokens().subspan(position_.offset, batch_tokens + 1);
   for (std::int64_t i = 0; i < batch_tokens; ++i) {
     x[i] = buf[i];
     y[i] = buf[i + 1];
@@ -97,15 +92,14 @@ absl::Status DataLoader::set_position(LoaderPosition position) {
   const std::int64_t length = lengths_[position.shard];
   if (position.offset != start) {
     if (position.offset < start || (position.offset - start) % step_tokens != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "loader position: offset ", position.offset, " is not B*T*rank + k*B*T*world_size = ",
-          start, " + k*", step_tokens, " (B=", B_, " T=", T_, " rank=", rank_,
-          " world_size=", world_size_, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("loader position: offset ", position.offset, " is not B*T*rank + k*B*T*world_size = ", start,
+                       " + k*", step_tokens, " (B=", B_, " T=", T_, " rank=", rank_, " world_size=", world_size_, ")"));
     }
     if (position.offset + step_tokens + 1 > length) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "loader position: offset ", position.offset, " is past the last step of shard ",
-          position.shard, " (", paths_[position.shard], ", ", length, " tokens)"));
+      return absl::InvalidArgumentError(absl::StrCat("loader position: offset ", position.offset,
+                                                     " is past the last step of shard ", position.shard, " (",
+                                                     paths_[position.shard], ", ", length, " tokens)"));
     }
   }
   position_ = position;

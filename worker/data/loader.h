@@ -43,8 +43,8 @@ class DataLoader {
   // Opens every shard once to check it (and unmaps it again). Errors: InvalidArgument for
   // B < 1, T < 1, rank outside [0, world_size), no shards, or a shard with fewer than
   // B*T*world_size + 1 tokens (naming it); any error of Shard::Open.
-  static absl::StatusOr<DataLoader> Create(std::vector<std::string> shard_paths, std::int64_t B,
-                                           std::int64_t T, int rank, int world_size);
+  static absl::StatusOr<DataLoader> Create(std::vector<std::string> shard_paths, std::int64_t B, std::int64_t T,
+                                           int rank, int world_size);
 
   // Back to shard 0, position B*T*rank.
   void reset();

@@ -58,13 +58,12 @@ class HeaderDictParser {
     SkipSpace();
     if (pos_ != text_.size()) return Error("unexpected text after the dict");
     if (!descr || !fortran_order || !shape) {
-      return absl::InvalidArgumentError(
-          "npy header lacks one of the keys 'descr', 'fortran_order', 'shape'");
+      return absl::InvalidArgumentError("npy header lacks one of the keys 'descr', 'fortran_order', 'shape'");
     }
 
     if (*descr != "<u2") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "npy dtype is '", *descr, "'; token shards must be little-endian uint16 ('<u2')"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("npy dtype is '", *descr, "'; token shards must be little-endian uint16 ('<u2')"));
     }
     if (*fortran_order) {
       return absl::InvalidArgumentError("npy array is in Fortran order; expected C order");
@@ -82,8 +81,8 @@ class HeaderDictParser {
 
  private:
   absl::Status Error(std::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat("malformed npy header at character ", pos_, ": ",
-                                                   std::string(what), ": ", std::string(text_)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed npy header at character ", pos_, ": ", std::string(what), ": ", std::string(text_)));
   }
 
   void SkipSpace() {
@@ -169,28 +168,24 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::string_view file) {
   const int minor = static_cast<unsigned char>(file[7]);
   if (minor != 0 || major < 1 || major > 3) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unsupported npy format version ", major, ".", minor,
-                     " (expected 1.0, 2.0 or 3.0)"));
+        absl::StrCat("unsupported npy format version ", major, ".", minor, " (expected 1.0, 2.0 or 3.0)"));
   }
   const int length_width = major == 1 ? 2 : 4;
   const std::size_t prefix = 8 + length_width;
   if (file.size() < prefix) return absl::InvalidArgumentError("npy header is truncated");
   const std::size_t header_length = ReadLittleEndian(file, 8, length_width);
   if (file.size() - prefix < header_length) {
-    return absl::InvalidArgumentError(absl::StrCat("npy header is truncated: it claims ",
-                                                   header_length, " bytes, the file has ",
-                                                   file.size() - prefix, " after the prefix"));
+    return absl::InvalidArgumentError(absl::StrCat("npy header is truncated: it claims ", header_length,
+                                                   " bytes, the file has ", file.size() - prefix, " after the prefix"));
   }
-  absl::StatusOr<NpyHeader> header =
-      HeaderDictParser(file.substr(prefix, header_length)).Parse();
+  absl::StatusOr<NpyHeader> header = HeaderDictParser(file.substr(prefix, header_length)).Parse();
   if (!header.ok()) return header.status();
   header->data_offset = prefix + header_length;
   return header;
 }
 
 std::string FormatNpyHeader(std::int64_t count) {
-  std::string dict =
-      absl::StrCat("{'descr': '<u2', 'fortran_order': False, 'shape': (", count, ",), }");
+  std::string dict = absl::StrCat("{'descr': '<u2', 'fortran_order': False, 'shape': (", count, ",), }");
   // Pad with spaces and end with '\n' so that magic + version + length + dict is exactly the
   // fixed size (a multiple of 64, as numpy itself aligns its headers).
   const std::size_t prefix = kNpyMagic.size() + 2 + 2;

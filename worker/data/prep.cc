@@ -46,8 +46,7 @@ absl::Status TokenizeBatch(const Tokenizer& tokenizer, Batch& batch) {
     batch.tokens.push_back(static_cast<std::uint16_t>(tokenizer.eot_token()));
     for (TokenId id : tokenizer.encode_ordinary(document)) {
       if (id < 0 || id > 0xffff) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", id, " does not fit the shards' uint16"));
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " does not fit the shards' uint16"));
       }
       batch.tokens.push_back(static_cast<std::uint16_t>(id));
     }
@@ -128,8 +127,7 @@ std::string ShardPath(const PrepOptions& options, ShardFormat format, int index)
   char number[16];
   std::snprintf(number, sizeof(number), "%06d", index);
   return (fs::path(options.out_dir) /
-          absl::StrCat(options.name, index == 0 ? "_val_" : "_train_", number,
-                       std::string(ShardExtension(format))))
+          absl::StrCat(options.name, index == 0 ? "_val_" : "_train_", number, std::string(ShardExtension(format))))
       .string();
 }
 
@@ -170,14 +168,13 @@ class ShardSink {
   absl::Status Write(std::span<const std::uint16_t> tokens) {
     while (!tokens.empty()) {
       if (!writer_) {
-        absl::StatusOr<ShardWriter> writer =
-            ShardWriter::Create(ShardPath(options_, format_, index_), format_);
+        absl::StatusOr<ShardWriter> writer = ShardWriter::Create(ShardPath(options_, format_, index_), format_);
         if (!writer.ok()) return writer.status();
         writer_.emplace(std::move(*writer));
       }
       const std::int64_t capacity = index_ == 0 ? val_tokens_ : options_.shard_tokens;
-      const std::size_t n = static_cast<std::size_t>(
-          std::min<std::int64_t>(capacity - writer_->token_count(), tokens.size()));
+      const std::size_t n =
+          static_cast<std::size_t>(std::min<std::int64_t>(capacity - writer_->token_count(), tokens.size()));
       if (absl::Status status = writer_->Append(tokens.first(n)); !status.ok()) return status;
       tokens = tokens.subspan(n);
       if (writer_->token_count() == capacity) {
@@ -213,8 +210,7 @@ absl::Status CheckOptions(const PrepOptions& options) {
   if (options.inputs.empty()) return absl::InvalidArgumentError("prep: no inputs");
   if (options.out_dir.empty()) return absl::InvalidArgumentError("prep: no output directory");
   if (options.name.empty() || options.name.find('/') != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prep: bad shard name '", options.name, "' (non-empty, no '/')"));
+    return absl::InvalidArgumentError(absl::StrCat("prep: bad shard name '", options.name, "' (non-empty, no '/')"));
   }
   if (options.shard_tokens < 1 || options.val_tokens < 0) {
     return absl::InvalidArgumentError(
@@ -230,15 +226,13 @@ absl::Status CheckOptions(const PrepOptions& options) {
 
 }  // namespace
 
-absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepOptions& options,
-                                         std::ostream& log) {
+absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepOptions& options, std::ostream& log) {
   if (absl::Status status = CheckOptions(options); !status.ok()) return status;
   absl::StatusOr<ShardFormat> format = ParseShardFormat(options.format);
   if (!format.ok()) return format.status();
   const std::int64_t val_tokens = options.val_tokens == 0 ? options.shard_tokens : options.val_tokens;
-  const int threads = options.threads > 0
-                          ? options.threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads =
+      options.threads > 0 ? options.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
   PrepResult result;
   absl::StatusOr<DocumentReader> reader =
@@ -257,10 +251,10 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
   }
   const std::vector<std::string> existing = ExistingShards(options);
   if (!existing.empty() && !options.force) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        options.out_dir, " already holds shards named ", options.name, "_* (", existing.front(),
-        existing.size() > 1 ? absl::StrCat(" and ", existing.size() - 1, " more") : "",
-        "); use --force to overwrite them"));
+    return absl::AlreadyExistsError(
+        absl::StrCat(options.out_dir, " already holds shards named ", options.name, "_* (", existing.front(),
+                     existing.size() > 1 ? absl::StrCat(" and ", existing.size() - 1, " more") : "",
+                     "); use --force to overwrite them"));
   }
 
   using Clock = std::chrono::steady_clock;
@@ -270,8 +264,7 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
     const double seconds = std::chrono::duration<double>(now - start).count();
     char line[160];
     std::snprintf(line, sizeof(line), "prep: %lld documents, %.1fM tokens, %.1f MB/s\n",
-                  static_cast<long long>(result.documents), result.tokens / 1e6,
-                  reader->bytes_read() / 1e6 / seconds);
+                  static_cast<long long>(result.documents), result.tokens / 1e6, reader->bytes_read() / 1e6 / seconds);
     log << line << std::flush;
   };
 
@@ -314,16 +307,17 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
   }
   if (absl::Status status = sink.Finish(); !status.ok()) return status;
   if (result.documents == 0) {
-    return absl::NotFoundError("prep: no documents in the inputs (directories are searched for "
-                               ".txt, .md, .rst and .text files)");
+    return absl::NotFoundError(
+        "prep: no documents in the inputs (directories are searched for "
+        ".txt, .md, .rst and .text files)");
   }
 
   result.shards = sink.shards();
   result.val_tokens = std::min(result.tokens, val_tokens);
   result.train_tokens = result.tokens - result.val_tokens;
   if (result.train_tokens == 0) {
-    log << "warning: the corpus has " << result.tokens << " tokens, not more than the "
-        << val_tokens << " of the validation shard: no training shard was written\n";
+    log << "warning: the corpus has " << result.tokens << " tokens, not more than the " << val_tokens
+        << " of the validation shard: no training shard was written\n";
   }
   if (options.force) {
     const std::set<std::string> written(result.shards.begin(), result.shards.end());

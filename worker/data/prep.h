@@ -26,16 +26,16 @@
 namespace gpt2 {
 
 struct PrepOptions {
-  std::vector<std::string> inputs;  // text files, directories, .jsonl files (documents.h)
-  std::string out_dir;              // created if missing
-  std::string name = "shard";       // shard file prefix
+  std::vector<std::string> inputs;          // text files, directories, .jsonl files (documents.h)
+  std::string out_dir;                      // created if missing
+  std::string name = "shard";               // shard file prefix
   std::int64_t shard_tokens = 100'000'000;  // tokens per training shard
   std::int64_t val_tokens = 0;              // tokens in the validation shard; 0 = shard_tokens
   std::string format = "bin";               // "bin" (llm.c) or "npy" (NumPy)
   int threads = 0;                          // tokenizing threads; 0 = all cores
-  bool force = false;           // overwrite existing <name>_{val,train}_NNNNNN shards
-  bool skip_bad_lines = false;  // skip malformed JSONL lines with a warning instead of failing
-  std::string vocab;            // tokenizer file or directory; empty = LoadTokenizer's default
+  bool force = false;                       // overwrite existing <name>_{val,train}_NNNNNN shards
+  bool skip_bad_lines = false;              // skip malformed JSONL lines with a warning instead of failing
+  std::string vocab;                        // tokenizer file or directory; empty = LoadTokenizer's default
 };
 
 struct PrepResult {
@@ -55,8 +55,7 @@ struct PrepResult {
 // Errors: InvalidArgument for bad options, a malformed JSONL line (file:line) or a token id
 // over 65535; NotFound for a missing input or a corpus with no documents; the OS's errors. On
 // error the shard being written is removed; shards already completed stay.
-absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepOptions& options,
-                                         std::ostream& log);
+absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepOptions& options, std::ostream& log);
 
 }  // namespace gpt2
 

@@ -43,14 +43,13 @@ std::string LlmcHeader(std::int64_t count) {
 absl::Status CheckDataSize(std::string_view path, std::int64_t count, std::size_t data_bytes) {
   // Compared in tokens first: a corrupt count times two could overflow.
   if (static_cast<std::uint64_t>(count) > data_bytes / sizeof(std::uint16_t)) {
-    return Invalid(path, absl::StrCat("truncated: the header says ", count,
-                                      " tokens but only ", data_bytes, " bytes follow it"));
+    return Invalid(
+        path, absl::StrCat("truncated: the header says ", count, " tokens but only ", data_bytes, " bytes follow it"));
   }
   const std::size_t expected = static_cast<std::size_t>(count) * sizeof(std::uint16_t);
   if (data_bytes > expected) {
-    return Invalid(path, absl::StrCat("the header says ", count, " tokens (", expected,
-                                      " bytes) but ", data_bytes - expected,
-                                      " trailing bytes follow them"));
+    return Invalid(path, absl::StrCat("the header says ", count, " tokens (", expected, " bytes) but ",
+                                      data_bytes - expected, " trailing bytes follow them"));
   }
   return absl::OkStatus();
 }
@@ -64,9 +63,7 @@ absl::StatusOr<ShardFormat> ParseShardFormat(std::string_view name) {
       absl::StrCat("unknown shard format '", std::string(name), "' (expected bin or npy)"));
 }
 
-std::string_view ShardExtension(ShardFormat format) {
-  return format == ShardFormat::kNpy ? ".npy" : ".bin";
-}
+std::string_view ShardExtension(ShardFormat format) { return format == ShardFormat::kNpy ? ".npy" : ".bin"; }
 
 // ----------------------------------------------------------------------------------------------
 // ShardWriter
@@ -112,8 +109,7 @@ absl::StatusOr<ShardWriter> ShardWriter::Create(std::string path, ShardFormat fo
 }
 
 absl::Status ShardWriter::WriteHeader() {
-  const std::string header =
-      format_ == ShardFormat::kNpy ? FormatNpyHeader(count_) : LlmcHeader(count_);
+  const std::string header = format_ == ShardFormat::kNpy ? FormatNpyHeader(count_) : LlmcHeader(count_);
   if (std::fwrite(header.data(), 1, header.size(), file_) != header.size()) {
     return ErrnoError(temp_path_, "write failed");
   }
@@ -158,8 +154,7 @@ absl::Status ShardWriter::Finish() {
   return status;
 }
 
-absl::Status WriteShard(const std::string& path, ShardFormat format,
-                        std::span<const std::uint16_t> tokens) {
+absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const std::uint16_t> tokens) {
   absl::StatusOr<ShardWriter> writer = ShardWriter::Create(path, format);
   if (!writer.ok()) return writer.status();
   if (absl::Status status = writer->Append(tokens); !status.ok()) return status;
@@ -238,8 +233,8 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
     count = header->count;
   } else {
     if (file.size() < kLlmcShardHeaderBytes) {
-      return Invalid(path, absl::StrCat("truncated: ", file.size(),
-                                        " bytes, shorter than the 1024-byte llm.c shard header"));
+      return Invalid(path,
+                     absl::StrCat("truncated: ", file.size(), " bytes, shorter than the 1024-byte llm.c shard header"));
     }
     std::int32_t header[3];
     std::memcpy(header, file.data(), sizeof(header));
@@ -248,8 +243,8 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
                                         " for an llm.c shard, or \\x93NUMPY for .npy)"));
     }
     if (header[1] != kLlmcShardVersion) {
-      return Invalid(path, absl::StrCat("unsupported llm.c shard version ", header[1],
-                                        " (expected ", kLlmcShardVersion, ")"));
+      return Invalid(
+          path, absl::StrCat("unsupported llm.c shard version ", header[1], " (expected ", kLlmcShardVersion, ")"));
     }
     if (header[2] < 0) return Invalid(path, absl::StrCat("negative token count ", header[2]));
     shard.format_ = ShardFormat::kLlmc;
@@ -277,8 +272,7 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
 // ----------------------------------------------------------------------------------------------
 // ListShards
 
-absl::StatusOr<std::vector<std::string>> ListShards(const std::string& dir,
-                                                    std::string_view split) {
+absl::StatusOr<std::vector<std::string>> ListShards(const std::string& dir, std::string_view split) {
   namespace fs = std::filesystem;
   std::error_code error;
   fs::directory_iterator it(dir, error);
@@ -294,9 +288,8 @@ absl::StatusOr<std::vector<std::string>> ListShards(const std::string& dir,
     }
   }
   if (paths.empty()) {
-    return absl::NotFoundError(absl::StrCat(dir, ": no ", std::string(split),
-                                            " shards (files named *", std::string(split),
-                                            "*.bin or *.npy)"));
+    return absl::NotFoundError(absl::StrCat(dir, ": no ", std::string(split), " shards (files named *",
+                                            std::string(split), "*.bin or *.npy)"));
   }
   std::sort(paths.begin(), paths.end());
   return paths;

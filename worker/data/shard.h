@@ -75,8 +75,7 @@ class ShardWriter {
 };
 
 // Writes a whole shard at once (through a ShardWriter, so equally atomic).
-absl::Status WriteShard(const std::string& path, ShardFormat format,
-                        std::span<const std::uint16_t> tokens);
+absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const std::uint16_t> tokens);
 
 // A read-only, memory-mapped shard. Opening validates the header and that the token count
 // agrees exactly with the file's size; the tokens are paged in from disk as they are read.

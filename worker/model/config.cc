@@ -12,12 +12,12 @@ namespace gpt2 {
 
 int64_t GPTConfig::num_parameters() const {
   const int64_t C = n_embd, L = n_layer;
-  const int64_t per_block = 2 * C                      // ln_1
-                            + C * 3 * C + 3 * C        // attn.c_attn
-                            + C * C + C                // attn.c_proj
-                            + 2 * C                    // ln_2
+  const int64_t per_block = 2 * C                            // ln_1
+                            + C * 3 * C + 3 * C              // attn.c_attn
+                            + C * C + C                      // attn.c_proj
+                            + 2 * C                          // ln_2
                             + C * mlp_width() + mlp_width()  // mlp.c_fc
-                            + mlp_width() * C + C;     // mlp.c_proj
+                            + mlp_width() * C + C;           // mlp.c_proj
   return padded_vocab_size() * C + n_positions * C + L * per_block + 2 * C;
 }
 
@@ -55,8 +55,8 @@ absl::StatusOr<GPTConfig> PresetConfig(std::string_view name) {
   } else if (name == "gpt2-xl") {
     c.n_layer = 48, c.n_head = 25, c.n_embd = 1600;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown model preset '", std::string(name),
-                                                   "'; known: ", absl::StrJoin(PresetNames(), ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model preset '", std::string(name), "'; known: ", absl::StrJoin(PresetNames(), ", ")));
   }
   return c;
 }
@@ -83,10 +83,12 @@ absl::StatusOr<GPTConfig> ConfigFromHfJson(std::string_view json_text) {
     out = j[field].get<int64_t>();
     return absl::OkStatus();
   };
-  for (auto [field, out, required] :
-       {std::tuple{"n_layer", &c.n_layer, true}, {"n_head", &c.n_head, true},
-        {"n_embd", &c.n_embd, true}, {"n_positions", &c.n_positions, true},
-        {"vocab_size", &c.vocab_size, true}, {"n_inner", &c.n_inner, false}}) {
+  for (auto [field, out, required] : {std::tuple{"n_layer", &c.n_layer, true},
+                                      {"n_head", &c.n_head, true},
+                                      {"n_embd", &c.n_embd, true},
+                                      {"n_positions", &c.n_positions, true},
+                                      {"vocab_size", &c.vocab_size, true},
+                                      {"n_inner", &c.n_inner, false}}) {
     if (absl::Status s = read_int(field, *out, required); !s.ok()) return s;
   }
   if (j.contains("layer_norm_epsilon")) {

@@ -12,12 +12,12 @@
 namespace gpt2 {
 
 struct GPTConfig {
-  int64_t n_layer = 12;      // L: transformer blocks
-  int64_t n_head = 12;       // NH: attention heads
-  int64_t n_embd = 768;      // C: channels
+  int64_t n_layer = 12;        // L: transformer blocks
+  int64_t n_head = 12;         // NH: attention heads
+  int64_t n_embd = 768;        // C: channels
   int64_t n_positions = 1024;  // T max: context length
   int64_t vocab_size = 50257;  // V: real tokens
-  int64_t n_inner = 0;       // MLP hidden width; 0 means 4 * n_embd
+  int64_t n_inner = 0;         // MLP hidden width; 0 means 4 * n_embd
   double layer_norm_epsilon = 1e-5;
 
   // The embedding/LM-head rows we allocate: vocab_size rounded up to a multiple of 64 (50304 for

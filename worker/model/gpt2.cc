@@ -33,9 +33,7 @@ MLPImpl::MLPImpl(const GPTConfig& c) {
   c_proj = register_module("c_proj", torch::nn::Linear(c.mlp_width(), c.n_embd));
 }
 
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
-  return c_proj(at::gelu(c_fc(x), /*approximate=*/"tanh"));
-}
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) { return c_proj(at::gelu(c_fc(x), /*approximate=*/"tanh")); }
 
 BlockImpl::BlockImpl(const GPTConfig& c) {
   auto layer_norm = [&] {
@@ -60,8 +58,8 @@ TransformerImpl::TransformerImpl(const GPTConfig& c) {
     blocks.emplace_back(c);
     h->push_back(blocks.back());
   }
-  ln_f = register_module(
-      "ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
+  ln_f =
+      register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.n_embd}).eps(c.layer_norm_epsilon)));
 }
 
 GPTImpl::GPTImpl(const GPTConfig& config) : config_(config) {
@@ -76,7 +74,9 @@ void GPTImpl::init_weights() {
   for (auto& item : named_parameters()) {
     const std::string& name = item.key();
     torch::Tensor& p = item.value();
-    auto ends_with = [&](std::string_view s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+    auto ends_with = [&](std::string_view s) {
+      return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
     if (name.find(".ln_") != std::string::npos) {
       ends_with(".weight") ? p.fill_(1.0) : p.zero_();
     } else if (ends_with(".bias")) {
@@ -94,10 +94,10 @@ void GPTImpl::init_weights() {
 
 torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
   const int64_t T = idx.size(1);
-  TORCH_CHECK(T <= config_.n_positions, "sequence of length ", T, " exceeds the context of ",
-              config_.n_positions, " tokens");
+  TORCH_CHECK(T <= config_.n_positions, "sequence of length ", T, " exceeds the context of ", config_.n_positions,
+              " tokens");
   torch::Tensor pos = torch::arange(T, idx.options().dtype(torch::kLong));  // (T)
-  torch::Tensor x = transformer->wte(idx) + transformer->wpe(pos);        // (B,T,C)
+  torch::Tensor x = transformer->wte(idx) + transformer->wpe(pos);          // (B,T,C)
   for (Block& block : transformer->blocks) x = block(x);
   x = transformer->ln_f(x);
   return torch::nn::functional::linear(x, transformer->wte->weight);  // (B,T,Vp), tied head
@@ -106,8 +106,7 @@ torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
 torch::Tensor GPTImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
   const int64_t V = config_.vocab_size;
   torch::Tensor real = logits.slice(/*dim=*/-1, 0, V);  // padded columns take no probability mass
-  return torch::nn::functional::cross_entropy(real.reshape({-1, V}).to(torch::kFloat),
-                                              targets.reshape({-1}));
+  return torch::nn::functional::cross_entropy(real.reshape({-1, V}).to(torch::kFloat), targets.reshape({-1}));
 }
 
 }  // namespace gpt2

@@ -29,9 +29,7 @@ bool IsConv1DWeight(std::string_view name) {
 }
 
 // Non-parameter buffers older checkpoints carry: the causal mask and its fill value.
-bool IsMaskBuffer(std::string_view name) {
-  return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
-}
+bool IsMaskBuffer(std::string_view name) { return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias"); }
 
 // The weight files of a checkpoint directory: one model.safetensors, or the shards an index names.
 absl::StatusOr<std::vector<SafetensorsReader>> OpenWeightFiles(const fs::path& dir) {
@@ -50,19 +48,22 @@ absl::StatusOr<std::vector<SafetensorsReader>> OpenWeightFiles(const fs::path& d
     }
     std::set<std::string> shards;
     for (auto& [_, file] : j["weight_map"].items()) {
-      if (!file.is_string()) return absl::DataLossError(absl::StrCat(index.string(), ": weight_map values must be file names"));
+      if (!file.is_string())
+        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map values must be file names"));
       shards.insert(file.get<std::string>());
     }
     for (const std::string& shard : shards) {
-      if (shard.find('/') != std::string::npos) return absl::DataLossError(absl::StrCat(index.string(), ": shard '", shard, "' is not a plain file name"));
+      if (shard.find('/') != std::string::npos)
+        return absl::DataLossError(absl::StrCat(index.string(), ": shard '", shard, "' is not a plain file name"));
       absl::StatusOr<SafetensorsReader> r = SafetensorsReader::Open((dir / shard).string());
       if (!r.ok()) return r.status();
       files.push_back(*std::move(r));
     }
   } else if (fs::exists(dir / "pytorch_model.bin")) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir.string(), " holds pytorch_model.bin (pickle), which we do not read: convert it with "
-        "transformers (model.save_pretrained(dir, safe_serialization=True))"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir.string(),
+                     " holds pytorch_model.bin (pickle), which we do not read: convert it with "
+                     "transformers (model.save_pretrained(dir, safe_serialization=True))"));
   } else {
     return absl::NotFoundError(absl::StrCat("no model.safetensors in ", dir.string()));
   }
@@ -94,7 +95,8 @@ absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
     torch::Tensor& param = item.value();
     auto it = stored.find(name);
     if (it == stored.end()) {
-      return absl::NotFoundError(absl::StrCat("checkpoint ", dir, " has no tensor '", name, "' (nor '", std::string(kPrefix), name, "')"));
+      return absl::NotFoundError(
+          absl::StrCat("checkpoint ", dir, " has no tensor '", name, "' (nor '", std::string(kPrefix), name, "')"));
     }
     used.insert(name);
     const auto [file, info] = it->second;
@@ -106,9 +108,9 @@ absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
     if (value->sizes().vec() != want) {
       std::vector<int64_t> stored_shape = info->shape;
       return absl::InvalidArgumentError(absl::StrCat(
-          file->path(), ": tensor '", info->name, "' has shape [", absl::StrJoin(stored_shape, ", "),
-          "], the config (", cfg.n_layer, " layers, ", cfg.n_embd, " channels, vocab ", cfg.vocab_size,
-          ") needs [", absl::StrJoin(IsConv1DWeight(name) ? std::vector<int64_t>{want[1], want[0]} : want, ", "), "]"));
+          file->path(), ": tensor '", info->name, "' has shape [", absl::StrJoin(stored_shape, ", "), "], the config (",
+          cfg.n_layer, " layers, ", cfg.n_embd, " channels, vocab ", cfg.vocab_size, ") needs [",
+          absl::StrJoin(IsConv1DWeight(name) ? std::vector<int64_t>{want[1], want[0]} : want, ", "), "]"));
     }
     copies.emplace_back(param, *value);
   }
@@ -121,7 +123,8 @@ absl::Status LoadHfWeights(GPT& model, const std::string& dir) {
       absl::StatusOr<torch::Tensor> emb = ReadFloatTensor(*wte->second.first, *wte->second.second);
       if (!emb.ok()) return emb.status();
       if (!head->sizes().equals(emb->sizes()) || !torch::equal(*head, *emb)) {
-        return absl::InvalidArgumentError(absl::StrCat(where.first->path(), ": lm_head.weight differs from wte.weight; "
+        return absl::InvalidArgumentError(absl::StrCat(where.first->path(),
+                                                       ": lm_head.weight differs from wte.weight; "
                                                        "GPT-2 ties them and untied heads are not supported"));
       }
       continue;

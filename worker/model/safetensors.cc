@@ -26,10 +26,9 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {DType::kF64, "F64", 8}, {DType::kF32, "F32", 4}, {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2}, {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},
-    {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1}, {DType::kU8, "U8", 1},
-    {DType::kBool, "BOOL", 1},
+    {DType::kF64, "F64", 8}, {DType::kF32, "F32", 4},   {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
+    {DType::kI64, "I64", 8}, {DType::kI32, "I32", 4},   {DType::kI16, "I16", 2}, {DType::kI8, "I8", 1},
+    {DType::kU8, "U8", 1},   {DType::kBool, "BOOL", 1},
 };
 
 bool ParseDType(std::string_view name, DType& out) {
@@ -114,7 +113,8 @@ absl::StatusOr<SafetensorsReader> SafetensorsReader::Open(const std::string& pat
   std::memcpy(&header_len, base, 8);  // little-endian on every platform we build for
   if (header_len > kMaxHeaderBytes) return corrupt(absl::StrCat("header length ", header_len, " is too large"));
   if (8 + header_len > size) {
-    return corrupt(absl::StrCat("header length ", header_len, " runs past the end of the ", size, "-byte file (truncated?)"));
+    return corrupt(
+        absl::StrCat("header length ", header_len, " runs past the end of the ", size, "-byte file (truncated?)"));
   }
   const std::string_view header(reinterpret_cast<const char*>(base + 8), header_len);
   r.data_ = base + 8 + header_len;
@@ -168,8 +168,9 @@ absl::StatusOr<SafetensorsReader> SafetensorsReader::Open(const std::string& pat
   }
 
   // The tensors must tile [0, data_size) with neither gaps nor overlaps.
-  std::sort(r.tensors_.begin(), r.tensors_.end(),
-            [](const TensorInfo& a, const TensorInfo& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+  std::sort(r.tensors_.begin(), r.tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
   size_t expect = 0;
   for (const TensorInfo& t : r.tensors_) {
     if (t.begin != expect) {
@@ -205,8 +206,8 @@ absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToW
     for (int64_t d : t.shape) numel *= d;
     const size_t nbytes = static_cast<size_t>(numel) * DTypeSize(t.dtype);
     if (nbytes != t.bytes.size()) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "': ", t.bytes.size(),
-                                                     " bytes given, shape needs ", nbytes));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.name, "': ", t.bytes.size(), " bytes given, shape needs ", nbytes));
     }
     if (header.contains(t.name)) return absl::InvalidArgumentError(absl::StrCat("duplicate tensor '", t.name, "'"));
     header[t.name] = {{"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + nbytes}}};

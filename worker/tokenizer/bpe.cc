@@ -33,8 +33,7 @@ BpeRanks::BpeRanks(const std::vector<std::string>& token_bytes) : pair_rank_(655
       const InlineKey key = InlineKey::Of(bytes);
       std::size_t i = key.hash() & inline_mask_;
       while (inline_slots_[i].rank != kNoRank) i = (i + 1) & inline_mask_;
-      inline_slots_[i] =
-          InlineSlot{key.head, key.tail, static_cast<std::uint32_t>(key.length), rank};
+      inline_slots_[i] = InlineSlot{key.head, key.tail, static_cast<std::uint32_t>(key.length), rank};
     } else {
       longer_.emplace(bytes, rank);
     }

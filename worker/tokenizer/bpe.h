@@ -43,8 +43,7 @@ class BpeRanks {
 
  private:
   static std::size_t PairIndex(char a, char b) {
-    return static_cast<std::size_t>(static_cast<std::uint8_t>(a)) << 8 |
-           static_cast<std::uint8_t>(b);
+    return static_cast<std::size_t>(static_cast<std::uint8_t>(a)) << 8 | static_cast<std::uint8_t>(b);
   }
 
   // Nearly every lookup is for a string of at most 16 bytes. Those keys are stored in the slots of

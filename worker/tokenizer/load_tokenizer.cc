@@ -24,13 +24,12 @@ constexpr std::string_view kDefaultVocab = "";
 
 // Reads the vocabulary at `path` (a file or a directory, see LoadTokenizer); `origin` says where
 // the path came from, for error messages.
-absl::StatusOr<std::vector<std::string>> ReadVocabulary(const std::string& path,
-                                                        const std::string& origin) {
+absl::StatusOr<std::vector<std::string>> ReadVocabulary(const std::string& path, const std::string& origin) {
   std::error_code ec;
   if (fs::is_regular_file(path, ec)) return ReadTiktokenFile(path);
   if (!fs::is_directory(path, ec)) {
-    return absl::NotFoundError(absl::StrCat("no GPT-2 vocabulary at ", path, " (", origin,
-                                            "): no such file or directory"));
+    return absl::NotFoundError(
+        absl::StrCat("no GPT-2 vocabulary at ", path, " (", origin, "): no such file or directory"));
   }
   const fs::path dir(path);
   if (fs::is_regular_file(dir / "gpt2.tiktoken", ec)) {
@@ -45,8 +44,8 @@ absl::StatusOr<std::vector<std::string>> ReadVocabulary(const std::string& path,
     }
     looked_for.push_back(absl::StrCat((dir / json_name).string(), " + ", merges_name));
   }
-  return absl::NotFoundError(absl::StrCat("no GPT-2 vocabulary in directory ", path, " (", origin,
-                                          "); looked for ", absl::StrJoin(looked_for, ", ")));
+  return absl::NotFoundError(absl::StrCat("no GPT-2 vocabulary in directory ", path, " (", origin, "); looked for ",
+                                          absl::StrJoin(looked_for, ", ")));
 }
 
 }  // namespace
@@ -72,8 +71,7 @@ absl::StatusOr<Tokenizer> LoadTokenizer(std::string_view explicit_path) {
   if (!token_bytes.ok()) return token_bytes.status();
   absl::StatusOr<Tokenizer> tokenizer = Tokenizer::FromRanks(*std::move(token_bytes));
   if (!tokenizer.ok()) {
-    return absl::Status(tokenizer.status().code(),
-                        absl::StrCat(path, ": ", tokenizer.status().message()));
+    return absl::Status(tokenizer.status().code(), absl::StrCat(path, ": ", tokenizer.status().message()));
   }
   return tokenizer;
 }

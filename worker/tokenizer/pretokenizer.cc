@@ -26,20 +26,17 @@ struct CodePointRange {
 };
 constexpr char32_t kMongolianVowelSeparator = 0x180E;
 constexpr CodePointRange kNewLetters[] = {
-    {0x1C89, 0x1C8A},   {0xA7CB, 0xA7CD},   {0xA7DA, 0xA7DC},   {0x105C0, 0x105F3},
-    {0x10D4A, 0x10D65}, {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x1123F, 0x11240},
-    {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x113B5},
-    {0x113B7, 0x113B7}, {0x113D1, 0x113D1}, {0x113D3, 0x113D3}, {0x11BC0, 0x11BE0},
-    {0x11F02, 0x11F02}, {0x11F04, 0x11F10}, {0x11F12, 0x11F33}, {0x1342F, 0x1342F},
-    {0x13441, 0x13446}, {0x13460, 0x143FA}, {0x16100, 0x1611D}, {0x16D40, 0x16D6C},
-    {0x18CFF, 0x18CFF}, {0x1B132, 0x1B132}, {0x1B155, 0x1B155}, {0x1DF25, 0x1DF2A},
-    {0x1E030, 0x1E06D}, {0x1E4D0, 0x1E4EB}, {0x1E5D0, 0x1E5ED}, {0x1E5F0, 0x1E5F0},
-    {0x2B739, 0x2B739}, {0x2EBF0, 0x2EE5D}, {0x31350, 0x323AF},
+    {0x1C89, 0x1C8A},   {0xA7CB, 0xA7CD},   {0xA7DA, 0xA7DC},   {0x105C0, 0x105F3}, {0x10D4A, 0x10D65},
+    {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x1123F, 0x11240}, {0x11380, 0x11389}, {0x1138B, 0x1138B},
+    {0x1138E, 0x1138E}, {0x11390, 0x113B5}, {0x113B7, 0x113B7}, {0x113D1, 0x113D1}, {0x113D3, 0x113D3},
+    {0x11BC0, 0x11BE0}, {0x11F02, 0x11F02}, {0x11F04, 0x11F10}, {0x11F12, 0x11F33}, {0x1342F, 0x1342F},
+    {0x13441, 0x13446}, {0x13460, 0x143FA}, {0x16100, 0x1611D}, {0x16D40, 0x16D6C}, {0x18CFF, 0x18CFF},
+    {0x1B132, 0x1B132}, {0x1B155, 0x1B155}, {0x1DF25, 0x1DF2A}, {0x1E030, 0x1E06D}, {0x1E4D0, 0x1E4EB},
+    {0x1E5D0, 0x1E5ED}, {0x1E5F0, 0x1E5F0}, {0x2B739, 0x2B739}, {0x2EBF0, 0x2EE5D}, {0x31350, 0x323AF},
 };
 constexpr CodePointRange kNewNumbers[] = {
-    {0x10D40, 0x10D49}, {0x116D0, 0x116E3}, {0x11BF0, 0x11BF9}, {0x11F50, 0x11F59},
-    {0x16130, 0x16139}, {0x16D70, 0x16D79}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3},
-    {0x1E4F0, 0x1E4F9}, {0x1E5F1, 0x1E5FA},
+    {0x10D40, 0x10D49}, {0x116D0, 0x116E3}, {0x11BF0, 0x11BF9}, {0x11F50, 0x11F59}, {0x16130, 0x16139},
+    {0x16D70, 0x16D79}, {0x1CCF0, 0x1CCF9}, {0x1D2C0, 0x1D2D3}, {0x1E4F0, 0x1E4F9}, {0x1E5F1, 0x1E5FA},
 };
 
 // kGpt2SplitPattern with the disagreements settled: White_Space spelled out (\S as its negated
@@ -59,8 +56,8 @@ std::string ExactPattern() {
                             R"(\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
   const std::string letter = absl::StrCat(R"(\p{L})", ranges(kNewLetters));
   const std::string number = absl::StrCat(R"(\p{N})", ranges(kNewNumbers));
-  return absl::StrCat("'(?:[sdmt]|ll|ve|re)| ?[", letter, "]+| ?[", number, "]+| ?[^", space,
-                      letter, number, "]+|[", space, "]+(?![^", space, "])|[", space, "]+");
+  return absl::StrCat("'(?:[sdmt]|ll|ve|re)| ?[", letter, "]+| ?[", number, "]+| ?[^", space, letter, number, "]+|[",
+                      space, "]+(?![^", space, "])|[", space, "]+");
 }
 
 bool InRanges(char32_t cp, std::span<const CodePointRange> list) {
@@ -92,8 +89,8 @@ bool NeedsExactPattern(std::string_view text) {
       cp = (char32_t{*p & 0x0Fu} << 12) | (char32_t{p[1] & 0x3Fu} << 6) | (p[2] & 0x3Fu);
       p += 3;
     } else {
-      cp = (char32_t{*p & 0x07u} << 18) | (char32_t{p[1] & 0x3Fu} << 12) |
-           (char32_t{p[2] & 0x3Fu} << 6) | (p[3] & 0x3Fu);
+      cp = (char32_t{*p & 0x07u} << 18) | (char32_t{p[1] & 0x3Fu} << 12) | (char32_t{p[2] & 0x3Fu} << 6) |
+           (p[3] & 0x3Fu);
       p += 4;
     }
     if (cp == kMongolianVowelSeparator || InRanges(cp, kNewLetters) || InRanges(cp, kNewNumbers)) {
@@ -120,13 +117,12 @@ absl::StatusOr<CompiledPattern> Compile(const std::string& pattern) {
   int error_code = 0;
   PCRE2_SIZE error_offset = 0;
   CompiledPattern compiled;
-  compiled.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(),
-                                PCRE2_UTF | PCRE2_UCP, &error_code, &error_offset, nullptr);
+  compiled.code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP,
+                                &error_code, &error_offset, nullptr);
   if (compiled.code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    return absl::InternalError(absl::StrCat("PCRE2 rejected the split pattern at offset ",
-                                            error_offset, ": ",
+    return absl::InternalError(absl::StrCat("PCRE2 rejected the split pattern at offset ", error_offset, ": ",
                                             reinterpret_cast<const char*>(message)));
   }
   // JIT is an optimisation only: where it is unavailable the interpreter gives the same matches.
@@ -163,8 +159,7 @@ Pretokenizer::~Pretokenizer() = default;
 
 bool Pretokenizer::uses_jit() const { return compiled_->fast.jit && compiled_->exact.jit; }
 
-void Pretokenizer::split(std::string_view text,
-                         absl::FunctionRef<void(std::string_view)> on_piece) const {
+void Pretokenizer::split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const {
   if (text.empty()) return;
   const CompiledPattern& pattern = NeedsExactPattern(text) ? compiled_->exact : compiled_->fast;
   // Match data is per call: the compiled pattern is shared read-only between threads.
@@ -173,13 +168,11 @@ void Pretokenizer::split(std::string_view text,
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
   std::size_t pos = 0;
   while (pos < text.size()) {
-    int rc = pattern.jit
-                 ? pcre2_jit_match(pattern.code, subject, text.size(), pos, 0, match, nullptr)
-                 : PCRE2_ERROR_JIT_BADOPTION;
+    int rc = pattern.jit ? pcre2_jit_match(pattern.code, subject, text.size(), pos, 0, match, nullptr)
+                         : PCRE2_ERROR_JIT_BADOPTION;
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
       // No JIT, or it ran out of JIT stack: the interpreter keeps its frames on the heap.
-      rc = pcre2_match(pattern.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                       match, nullptr);
+      rc = pcre2_match(pattern.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, match, nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;  // unreachable: every character matches some branch
     std::size_t start = ovector[0], end = ovector[1];

@@ -26,9 +26,7 @@ std::string ReadAll(std::istream& in) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-std::string JsonArray(const std::vector<TokenId>& ids) {
-  return absl::StrCat("[", absl::StrJoin(ids, ", "), "]");
-}
+std::string JsonArray(const std::vector<TokenId>& ids) { return absl::StrCat("[", absl::StrJoin(ids, ", "), "]"); }
 
 // 1-based line of byte `offset` in `text`.
 std::size_t LineOf(std::string_view text, std::size_t offset) {
@@ -37,11 +35,10 @@ std::size_t LineOf(std::string_view text, std::size_t offset) {
 }
 
 // Checks that `value` is a token id of `tokenizer`; `where` prefixes the error.
-absl::StatusOr<TokenId> CheckedId(const Tokenizer& tokenizer, std::int64_t value,
-                                  absl::string_view where) {
+absl::StatusOr<TokenId> CheckedId(const Tokenizer& tokenizer, std::int64_t value, absl::string_view where) {
   if (value < 0 || value >= tokenizer.vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": id ", value, " is not in the vocabulary [0, ", tokenizer.vocab_size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": id ", value, " is not in the vocabulary [0, ", tokenizer.vocab_size(), ")"));
   }
   return static_cast<TokenId>(value);
 }
@@ -53,21 +50,18 @@ absl::StatusOr<std::vector<TokenId>> IdsFromJson(const Tokenizer& tokenizer, std
   try {
     array = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", first_line + LineOf(text, e.byte == 0 ? 0 : e.byte - 1) - 1,
-                     ": invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("line ", first_line + LineOf(text, e.byte == 0 ? 0 : e.byte - 1) - 1,
+                                                   ": invalid JSON: ", e.what()));
   }
   if (!array.is_array()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", first_line, ": expected a JSON array of token ids"));
+    return absl::InvalidArgumentError(absl::StrCat("line ", first_line, ": expected a JSON array of token ids"));
   }
   std::vector<TokenId> ids;
   ids.reserve(array.size());
   for (std::size_t i = 0; i < array.size(); ++i) {
     const std::string where = absl::StrCat("line ", first_line, ", element ", i);
     if (!array[i].is_number_integer()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": ", array[i].dump(), " is not a token id"));
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", array[i].dump(), " is not a token id"));
     }
     absl::StatusOr<TokenId> id = CheckedId(tokenizer, array[i].get<std::int64_t>(), where);
     if (!id.ok()) return id.status();
@@ -77,8 +71,7 @@ absl::StatusOr<std::vector<TokenId>> IdsFromJson(const Tokenizer& tokenizer, std
 }
 
 // Ids written as whitespace-separated decimal numbers, or as one JSON array.
-absl::StatusOr<std::vector<TokenId>> IdsFromText(const Tokenizer& tokenizer,
-                                                 absl::string_view text) {
+absl::StatusOr<std::vector<TokenId>> IdsFromText(const Tokenizer& tokenizer, absl::string_view text) {
   const absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
   if (!trimmed.empty() && trimmed.front() == '[') {
     return IdsFromJson(tokenizer, std::string_view(text.data(), text.size()), 1);
@@ -113,16 +106,15 @@ absl::StatusOr<std::string> TextFromJsonLine(std::string_view line, std::size_t 
   try {
     value = nlohmann::json::parse(line);
   } catch (const nlohmann::json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("line ", line_number, ": invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": invalid JSON: ", e.what()));
   }
   if (value.is_string()) return value.get<std::string>();
   if (value.is_object()) {
     auto text = value.find("text");
     if (text != value.end() && text->is_string()) return text->get<std::string>();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "line ", line_number, ": expected a JSON string or an object with a string field \"text\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("line ", line_number, ": expected a JSON string or an object with a string field \"text\""));
 }
 
 int Fail(std::ostream& err, const absl::Status& status) {
@@ -139,8 +131,8 @@ int Finish(std::ostream& out, std::ostream& err) {
   return kOk;
 }
 
-int RunJsonLines(const Tokenizer& tokenizer, const TokenizeCommandOptions& options,
-                 std::istream& in, std::ostream& out, std::ostream& err) {
+int RunJsonLines(const Tokenizer& tokenizer, const TokenizeCommandOptions& options, std::istream& in, std::ostream& out,
+                 std::ostream& err) {
   std::string line;
   std::size_t line_number = 0;
   while (std::getline(in, line)) {
@@ -165,8 +157,8 @@ int RunJsonLines(const Tokenizer& tokenizer, const TokenizeCommandOptions& optio
 
 }  // namespace
 
-int RunTokenizeCommand(const Tokenizer& tokenizer, const TokenizeCommandOptions& options,
-                       std::istream& in, std::ostream& out, std::ostream& err) {
+int RunTokenizeCommand(const Tokenizer& tokenizer, const TokenizeCommandOptions& options, std::istream& in,
+                       std::ostream& out, std::ostream& err) {
   if (options.jsonl) return RunJsonLines(tokenizer, options, in, out, err);
   const std::string input = ReadAll(in);
   if (options.decode) {

@@ -31,8 +31,8 @@ struct TokenizeCommandOptions {
 };
 
 // Runs the command; `in` and `out` must be binary-safe (no newline translation).
-int RunTokenizeCommand(const Tokenizer& tokenizer, const TokenizeCommandOptions& options,
-                       std::istream& in, std::ostream& out, std::ostream& err);
+int RunTokenizeCommand(const Tokenizer& tokenizer, const TokenizeCommandOptions& options, std::istream& in,
+                       std::ostream& out, std::ostream& err);
 
 }  // namespace gpt2
 

@@ -34,15 +34,14 @@ class PieceCache {
   bool lookup(std::string_view piece, std::vector<TokenId>* out) const {
     auto it = entries_.find(absl::string_view(piece.data(), piece.size()));
     if (it == entries_.end()) return false;
-    out->insert(out->end(), ids_.begin() + it->second.first,
-                ids_.begin() + it->second.first + it->second.second);
+    out->insert(out->end(), ids_.begin() + it->second.first, ids_.begin() + it->second.first + it->second.second);
     return true;
   }
 
   void insert(std::string_view piece, const TokenId* ids, std::size_t count) {
     if (entries_.size() >= kMaxEntries) clear();  // crude, but the common pieces come right back
-    entries_.emplace(std::string(piece), std::make_pair(static_cast<std::uint32_t>(ids_.size()),
-                                                        static_cast<std::uint32_t>(count)));
+    entries_.emplace(std::string(piece),
+                     std::make_pair(static_cast<std::uint32_t>(ids_.size()), static_cast<std::uint32_t>(count)));
     ids_.insert(ids_.end(), ids, ids + count);
   }
 
@@ -102,8 +101,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromRanks(std::vector<std::string> token_by
     }
     auto [it, inserted] = seen.emplace(token_bytes[r], r);
     if (!inserted) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tokens ", it->second, " and ", r, " have the same bytes"));
+      return absl::InvalidArgumentError(absl::StrCat("tokens ", it->second, " and ", r, " have the same bytes"));
     }
   }
   for (int b = 0; b < 256; ++b) {
@@ -177,8 +175,7 @@ void Tokenizer::append_piece(std::string_view piece, std::vector<TokenId>* out) 
 
 absl::StatusOr<std::string_view> Tokenizer::token_bytes(TokenId id) const {
   if (id < 0 || id > vocab_->eot) {
-    return absl::OutOfRangeError(
-        absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
+    return absl::OutOfRangeError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
   }
   return vocab_->bytes_of(id);
 }
@@ -188,9 +185,8 @@ absl::StatusOr<std::string> Tokenizer::decode(std::span<const TokenId> ids) cons
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const TokenId id = ids[i];
     if (id < 0 || id > vocab_->eot) {
-      return absl::OutOfRangeError(absl::StrCat("token id ", id, " at position ", i,
-                                                " is outside the vocabulary [0, ", vocab_size(),
-                                                ")"));
+      return absl::OutOfRangeError(
+          absl::StrCat("token id ", id, " at position ", i, " is outside the vocabulary [0, ", vocab_size(), ")"));
     }
     length += vocab_->offsets[id + 1] - vocab_->offsets[id];
   }

@@ -31,8 +31,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     const int error = errno;
-    return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat("cannot read ", path, ": ", std::strerror(error)));
+    return absl::Status(absl::ErrnoToStatusCode(error), absl::StrCat("cannot read ", path, ": ", std::strerror(error)));
   }
   std::ostringstream contents;
   contents << file.rdbuf();
@@ -76,13 +75,11 @@ const StandIns& GetStandIns() {
 }
 
 // Checks that ranks form 0..N-1, given which ranks were seen.
-absl::Status CheckContiguous(const std::string& path, const std::vector<std::size_t>& line_of_rank,
-                             std::size_t count) {
+absl::Status CheckContiguous(const std::string& path, const std::vector<std::size_t>& line_of_rank, std::size_t count) {
   for (std::size_t r = 0; r < line_of_rank.size(); ++r) {
     if (line_of_rank[r] == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ranks are not contiguous: rank ", r, " is missing (", count,
-                       " tokens, highest rank ", line_of_rank.size() - 1, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ranks are not contiguous: rank ", r, " is missing (",
+                                                     count, " tokens, highest rank ", line_of_rank.size() - 1, ")"));
     }
   }
   return absl::OkStatus();
@@ -113,13 +110,12 @@ absl::StatusOr<std::vector<std::string>> ReadTiktokenFile(const std::string& pat
     const absl::string_view rank_text = line.substr(space + 1);
     std::int64_t rank = 0;
     if (!ParseRank(rank_text, &rank)) {
-      return LineError(path, line_number,
-                       absl::StrCat("rank '", rank_text, "' is not a non-negative integer"));
+      return LineError(path, line_number, absl::StrCat("rank '", rank_text, "' is not a non-negative integer"));
     }
     if (static_cast<std::size_t>(rank) >= max_tokens) {
-      return LineError(path, line_number,
-                       absl::StrCat("rank ", rank, " is beyond the file's ", max_tokens,
-                                    " lines: ranks are not contiguous"));
+      return LineError(
+          path, line_number,
+          absl::StrCat("rank ", rank, " is beyond the file's ", max_tokens, " lines: ranks are not contiguous"));
     }
     std::string bytes;
     if (encoded.empty() || !absl::Base64Unescape(encoded, &bytes) || bytes.empty()) {
@@ -127,14 +123,12 @@ absl::StatusOr<std::vector<std::string>> ReadTiktokenFile(const std::string& pat
     }
     if (static_cast<std::size_t>(rank) >= line_of_rank.size()) line_of_rank.resize(rank + 1, 0);
     if (line_of_rank[rank] != 0) {
-      return LineError(path, line_number,
-                       absl::StrCat("rank ", rank, " already given on line ", line_of_rank[rank]));
+      return LineError(path, line_number, absl::StrCat("rank ", rank, " already given on line ", line_of_rank[rank]));
     }
     line_of_rank[rank] = line_number;
     auto [it, inserted] = line_of_bytes.emplace(bytes, line_number);
     if (!inserted) {
-      return LineError(path, line_number,
-                       absl::StrCat("token '", encoded, "' already given on line ", it->second));
+      return LineError(path, line_number, absl::StrCat("token '", encoded, "' already given on line ", it->second));
     }
     entries.emplace_back(std::move(bytes), rank);
   }
@@ -155,8 +149,7 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
   try {
     encoder = nlohmann::json::parse(*json_text);
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(encoder_json_path, ": not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": not valid JSON: ", e.what()));
   }
   if (!encoder.is_object()) {
     return absl::InvalidArgumentError(
@@ -171,14 +164,13 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
     std::int64_t id = -1;
     if (value.is_number_integer()) id = value.get<std::int64_t>();
     if (id < 0 || id >= INT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": token '", key,
-                                                     "' has id ", value.dump(),
-                                                     ", not a non-negative integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(encoder_json_path, ": token '", key, "' has id ", value.dump(), ", not a non-negative integer"));
     }
     if (static_cast<std::size_t>(id) >= encoder.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(encoder_json_path, ": token '", key, "' has id ", id, " but there are only ",
-                       encoder.size(), " tokens: ids are not contiguous"));
+      return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": token '", key, "' has id ", id,
+                                                     " but there are only ", encoder.size(),
+                                                     " tokens: ids are not contiguous"));
     }
     if (key == "<|endoftext|>") {
       eot_id = id;
@@ -205,8 +197,8 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
   if (count == 0) return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": no tokens"));
   if (absl::Status gaps = CheckContiguous(encoder_json_path, seen, count); !gaps.ok()) return gaps;
   if (eot_id >= 0 && static_cast<std::size_t>(eot_id) != token_bytes.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": <|endoftext|> has id ",
-                                                   eot_id, ", expected ", token_bytes.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(encoder_json_path, ": <|endoftext|> has id ", eot_id, ", expected ", token_bytes.size()));
   }
 
   // The merges must produce every multi-byte token, in the order of their ids.
@@ -217,9 +209,8 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
   std::size_t multi_byte = 0;
   for (std::size_t id = 0; id < token_bytes.size(); ++id) {
     if (!id_of.emplace(token_bytes[id], id).second) {
-      return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": token '",
-                                                     BytesToGpt2Unicode(token_bytes[id]),
-                                                     "' is listed twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(encoder_json_path, ": token '", BytesToGpt2Unicode(token_bytes[id]), "' is listed twice"));
     }
     if (token_bytes[id].size() > 1) ++multi_byte;
   }
@@ -240,13 +231,12 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
     }
     auto joined = id_of.find(*left + *right);
     if (joined == id_of.end()) {
-      return LineError(merges_path, line_number,
-                       "merges into a token that is not in the vocabulary");
+      return LineError(merges_path, line_number, "merges into a token that is not in the vocabulary");
     }
     if (joined->second <= previous_id) {
       return LineError(merges_path, line_number,
-                       absl::StrCat("merge into id ", joined->second, " comes after id ",
-                                    previous_id, ": merge order must follow ids"));
+                       absl::StrCat("merge into id ", joined->second, " comes after id ", previous_id,
+                                    ": merge order must follow ids"));
     }
     previous_id = joined->second;
     ++merges;
@@ -286,15 +276,14 @@ absl::StatusOr<std::string> Gpt2UnicodeToBytes(std::string_view text) {
       i += 1;
     } else if (lead >= 0xC2 && lead <= 0xDF && i + 1 < text.size() &&
                (static_cast<std::uint8_t>(text[i + 1]) & 0xC0) == 0x80) {
-      cp = (static_cast<char32_t>(lead & 0x1F) << 6) |
-           (static_cast<std::uint8_t>(text[i + 1]) & 0x3F);
+      cp = (static_cast<char32_t>(lead & 0x1F) << 6) | (static_cast<std::uint8_t>(text[i + 1]) & 0x3F);
       i += 2;
     } else {
       return absl::InvalidArgumentError("contains a character that stands for no byte");
     }
     if (cp >= tables.byte_of.size() || tables.byte_of[cp] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "U+", absl::Hex(static_cast<std::uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("U+", absl::Hex(static_cast<std::uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
     }
     bytes += static_cast<char>(tables.byte_of[cp]);
   }

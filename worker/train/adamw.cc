@@ -98,7 +98,8 @@ absl::Status AdamW::LoadState(const std::map<std::string, at::Tensor>& state) {
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;
   for (Group* g : {&decay_, &no_decay_}) {
     for (size_t i = 0; i < g->params.size(); ++i) {
-      for (auto [prefix, dst] : {std::pair{"exp_avg.", g->exp_avgs[i]}, {"exp_avg_sq.", g->exp_avg_sqs[i]}, {"step.", g->steps[i]}}) {
+      for (auto [prefix, dst] :
+           {std::pair{"exp_avg.", g->exp_avgs[i]}, {"exp_avg_sq.", g->exp_avg_sqs[i]}, {"step.", g->steps[i]}}) {
         const std::string key = prefix + g->names[i];
         auto it = state.find(key);
         if (it == state.end()) return absl::NotFoundError(absl::StrCat("optimizer state has no '", key, "'"));

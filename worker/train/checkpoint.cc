@@ -4,9 +4,9 @@
 #include <ATen/core/Generator.h>
 #include <torch/cuda.h>
 
-#include <mutex>
 #include <fcntl.h>
 #include <unistd.h>
+#include <mutex>
 
 #include <algorithm>
 #include <cstdio>
@@ -48,7 +48,8 @@ nlohmann::json StateToJson(const TrainerState& s) {
   j["micro_batch"] = s.micro_batch;
   j["seq_len"] = s.seq_len;
   j["loader_positions"] = nlohmann::json::array();
-  for (auto [shard, offset] : s.loader_positions) j["loader_positions"].push_back({{"shard", shard}, {"offset", offset}});
+  for (auto [shard, offset] : s.loader_positions)
+    j["loader_positions"].push_back({{"shard", shard}, {"offset", offset}});
   j["val_loss"] = s.val_loss ? nlohmann::json(*s.val_loss) : nlohmann::json(nullptr);
   j["rng"] = {{"cpu", s.rng_cpu}, {"cuda", s.rng_cuda}};
   j["spec"] = nlohmann::json::parse(s.spec_json.empty() ? "{}" : s.spec_json, nullptr, false);
@@ -71,7 +72,8 @@ absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
     s.world_size = j.at("world_size").get<int>();
     s.micro_batch = j.at("micro_batch").get<int64_t>();
     s.seq_len = j.at("seq_len").get<int64_t>();
-    for (const auto& p : j.at("loader_positions")) s.loader_positions.emplace_back(p.at("shard").get<int64_t>(), p.at("offset").get<int64_t>());
+    for (const auto& p : j.at("loader_positions"))
+      s.loader_positions.emplace_back(p.at("shard").get<int64_t>(), p.at("offset").get<int64_t>());
     if (!j.at("val_loss").is_null()) s.val_loss = j.at("val_loss").get<double>();
     s.rng_cpu = j.at("rng").at("cpu").get<std::string>();
     s.rng_cuda = j.at("rng").at("cuda").get<std::vector<std::string>>();
@@ -128,7 +130,8 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.starts_with("step_") && fs::exists(e.path() / kStatePath)) out.push_back(e.path().string());
+    if (e.is_directory() && name.starts_with("step_") && fs::exists(e.path() / kStatePath))
+      out.push_back(e.path().string());
   }
   std::sort(out.begin(), out.end());  // zero-padded step numbers sort by step
   return out;
@@ -158,7 +161,8 @@ absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optim
   st.rng_cpu = absl::Base64Escape(absl::string_view(static_cast<const char*>(cpu.data_ptr()), cpu.nbytes()));
   st.rng_cuda.clear();
   for (size_t i = 0; i < static_cast<size_t>(torch::cuda::device_count()); ++i) {
-    at::Tensor g = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state();
+    at::Tensor g =
+        at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state();
     st.rng_cuda.push_back(absl::Base64Escape(absl::string_view(static_cast<const char*>(g.data_ptr()), g.nbytes())));
   }
   {
@@ -179,7 +183,8 @@ absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optim
 void CheckpointStore::ApplyRetention() {
   std::vector<std::string> all = ListCheckpoints(dir_);
   std::vector<bool> keep(all.size(), false);
-  for (size_t i = all.size() - std::min<size_t>(all.size(), static_cast<size_t>(keep_last_)); i < all.size(); ++i) keep[i] = true;
+  for (size_t i = all.size() - std::min<size_t>(all.size(), static_cast<size_t>(keep_last_)); i < all.size(); ++i)
+    keep[i] = true;
   if (keep_best_) {
     std::optional<size_t> best;
     double best_loss = 0;

@@ -37,7 +37,8 @@ struct TrainerState {
 absl::StatusOr<TrainerState> ReadTrainerState(const std::string& checkpoint_dir);
 
 // Restores weights, optimizer state and trainer state. Nothing is changed if any part is bad.
-absl::Status LoadTrainingCheckpoint(const std::string& checkpoint_dir, GPT& model, AdamW& optimizer, TrainerState* state);
+absl::Status LoadTrainingCheckpoint(const std::string& checkpoint_dir, GPT& model, AdamW& optimizer,
+                                    TrainerState* state);
 
 // The step directories under `dir`, oldest first; temporary and incomplete ones are not listed.
 std::vector<std::string> ListCheckpoints(const std::string& dir);

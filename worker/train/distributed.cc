@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Create(const DistOpt
       // (the master is on loopback), else GLOO_SOCKET_IFNAME's interface, else the host name's.
       const bool loopback = o.master_addr == "localhost" || o.master_addr.starts_with("127.");
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-      opts->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname(o.master_addr)
+      opts->devices.push_back(loopback            ? c10d::ProcessGroupGloo::createDeviceForHostname(o.master_addr)
                               : ifname != nullptr ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
                                                   : c10d::ProcessGroupGloo::createDefaultDevice());
       backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o.rank, o.world_size, opts);

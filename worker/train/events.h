@@ -10,14 +10,14 @@
 namespace gpt2 {
 
 struct StepMetrics {
-  int64_t step = 0;        // optimizer steps completed, 1-based
+  int64_t step = 0;  // optimizer steps completed, 1-based
   int64_t max_steps = 0;
-  double loss = 0;         // mean over the step's micro-batches and ranks
+  double loss = 0;  // mean over the step's micro-batches and ranks
   double lr = 0;
-  double grad_norm = 0;    // before clipping
+  double grad_norm = 0;  // before clipping
   double step_seconds = 0;
   double tokens_per_second = 0;  // all ranks
-  double mfu = 0;          // model FLOPs utilisation, 0 when the peak is unknown
+  double mfu = 0;                // model FLOPs utilisation, 0 when the peak is unknown
   int64_t tokens_seen = 0;
 };
 

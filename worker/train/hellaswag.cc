@@ -26,7 +26,8 @@ absl::StatusOr<std::vector<HellaSwagExample>> ReadHellaSwag(const std::string& p
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
     if (!j.contains("ctx") || !j["ctx"].is_string()) return bad("missing string field ctx");
-    if (!j.contains("endings") || !j["endings"].is_array() || j["endings"].size() != 4) return bad("endings must be a list of 4 strings");
+    if (!j.contains("endings") || !j["endings"].is_array() || j["endings"].size() != 4)
+      return bad("endings must be a list of 4 strings");
     if (!j.contains("label") || !j["label"].is_number_integer()) return bad("missing integer field label");
     HellaSwagExample ex;
     ex.ctx = j["ctx"].get<std::string>();
@@ -72,7 +73,8 @@ HellaSwagScore ScoreHellaSwag(GPT& model, const Tokenizer& tok, const HellaSwagE
   const auto device = model->parameters()[0].device();
   at::Tensor idx = at::tensor(flat, at::kLong).view({4, static_cast<int64_t>(width)}).to(device);
   // (4,W,V) -> log-probs of each next token, in float64 for stable sums
-  at::Tensor logp = at::log_softmax(model->forward(idx).slice(-1, 0, model->config().vocab_size).to(at::kDouble), -1).cpu();
+  at::Tensor logp =
+      at::log_softmax(model->forward(idx).slice(-1, 0, model->config().vocab_size).to(at::kDouble), -1).cpu();
   HellaSwagScore score;
   for (size_t i = 0; i < rows.size(); ++i) {
     double sum = 0;

@@ -114,14 +114,16 @@ absl::StatusOr<TrainConfig> ResolveTrainSpec(const gpt2d::v1::TrainSpec& spec) {
   if (c.micro_batch <= 0) return Invalid("batch.micro_batch", "must be > 0");
   if (c.seq_len <= 0) return Invalid("batch.seq_len", "must be > 0");
   if (c.seq_len > c.model.n_positions) {
-    return Invalid("batch.seq_len", absl::StrCat(c.seq_len, " exceeds the model's context (model.n_positions = ",
-                                                 c.model.n_positions, ")"));
+    return Invalid(
+        "batch.seq_len",
+        absl::StrCat(c.seq_len, " exceeds the model's context (model.n_positions = ", c.model.n_positions, ")"));
   }
   const int64_t per_micro_step = c.micro_batch * c.seq_len * c.world_size;
   if (c.total_batch_tokens <= 0 || c.total_batch_tokens % per_micro_step != 0) {
     return Invalid("batch.total_tokens",
-                   absl::StrCat(c.total_batch_tokens, " must be a positive multiple of micro_batch x seq_len x world_size = ",
-                                c.micro_batch, " x ", c.seq_len, " x ", c.world_size, " = ", per_micro_step));
+                   absl::StrCat(c.total_batch_tokens,
+                                " must be a positive multiple of micro_batch x seq_len x world_size = ", c.micro_batch,
+                                " x ", c.seq_len, " x ", c.world_size, " = ", per_micro_step));
   }
 
   const auto& o = spec.optimizer();
@@ -156,12 +158,16 @@ absl::StatusOr<TrainConfig> ResolveTrainSpec(const gpt2d::v1::TrainSpec& spec) {
   if (e.has_sample_count()) c.sample_count = e.sample_count();
   if (e.has_sample_tokens()) c.sample_tokens = e.sample_tokens();
   if (!e.sample_prompt().empty()) c.sample_prompt = e.sample_prompt();
-  for (auto [field, value] : {std::pair{"eval.val_every", c.val_every}, {"eval.hellaswag_every", c.hellaswag_every},
-                              {"eval.hellaswag_limit", c.hellaswag_limit}, {"eval.sample_every", c.sample_every},
-                              {"eval.sample_count", c.sample_count}, {"eval.sample_tokens", c.sample_tokens}}) {
+  for (auto [field, value] : {std::pair{"eval.val_every", c.val_every},
+                              {"eval.hellaswag_every", c.hellaswag_every},
+                              {"eval.hellaswag_limit", c.hellaswag_limit},
+                              {"eval.sample_every", c.sample_every},
+                              {"eval.sample_count", c.sample_count},
+                              {"eval.sample_tokens", c.sample_tokens}}) {
     if (value < 0) return Invalid(field, "must be >= 0");
   }
-  if (c.val_every > 0 && c.val_batches <= 0) return Invalid("eval.val_batches", "must be > 0 when eval.val_every is set");
+  if (c.val_every > 0 && c.val_batches <= 0)
+    return Invalid("eval.val_batches", "must be > 0 when eval.val_every is set");
 
   const auto& k = spec.checkpoint();
   c.checkpoint_dir = k.dir();
@@ -176,7 +182,8 @@ absl::StatusOr<TrainConfig> ResolveTrainSpec(const gpt2d::v1::TrainSpec& spec) {
   static const std::regex kDevice(R"(auto|cpu|cuda(:[0-9]+)?)");
   if (!std::regex_match(c.device, kDevice)) return Invalid("device", "must be auto, cpu, cuda or cuda:N");
   c.autocast = spec.autocast();
-  if (!c.autocast.empty() && c.autocast != "bf16" && c.autocast != "fp32") return Invalid("autocast", "must be bf16 or fp32");
+  if (!c.autocast.empty() && c.autocast != "bf16" && c.autocast != "fp32")
+    return Invalid("autocast", "must be bf16 or fp32");
   if (spec.has_peak_flops()) c.peak_flops = spec.peak_flops();
   if (!(c.peak_flops >= 0)) return Invalid("peak_flops", "must be >= 0");
   if (spec.has_log_every()) c.log_every = spec.log_every();

@@ -12,8 +12,8 @@ namespace gpt2 {
 
 struct TrainConfig {
   std::string name = "train";
-  GPTConfig model;          // preset + overrides
-  std::string init_from;    // checkpoint directory to start from; empty = fresh GPT-2 init
+  GPTConfig model;        // preset + overrides
+  std::string init_from;  // checkpoint directory to start from; empty = fresh GPT-2 init
   std::string data_dir;
 
   int64_t total_batch_tokens = 524288;  // per optimizer step, all ranks
@@ -42,12 +42,12 @@ struct TrainConfig {
 
   uint64_t seed = 1337;
   std::string device = "auto";
-  std::string autocast;     // "bf16" | "fp32"; empty = bf16 on CUDA, fp32 on CPU
-  double peak_flops = 0;    // per device; 0 = unknown (CUDA defaults to 989e12)
+  std::string autocast;   // "bf16" | "fp32"; empty = bf16 on CUDA, fp32 on CPU
+  double peak_flops = 0;  // per device; 0 = unknown (CUDA defaults to 989e12)
   int64_t log_every = 1;
   int world_size = 1;
 
-  std::string spec_json;    // the spec as resolved, stored in every checkpoint
+  std::string spec_json;  // the spec as resolved, stored in every checkpoint
 
   // Micro-steps per optimizer step on each rank.
   int64_t grad_accum_steps() const { return total_batch_tokens / (micro_batch * seq_len * world_size); }

@@ -33,7 +33,8 @@ using Clock = std::chrono::steady_clock;
 // Autocast for one forward pass; libtorch ships no C++ guard, so restore the state ourselves.
 class AutocastGuard {
  public:
-  AutocastGuard(c10::DeviceType device, std::optional<at::ScalarType> dtype) : device_(device), active_(dtype.has_value()) {
+  AutocastGuard(c10::DeviceType device, std::optional<at::ScalarType> dtype)
+      : device_(device), active_(dtype.has_value()) {
     if (!active_) return;
     prev_enabled_ = at::autocast::is_autocast_enabled(device);
     prev_dtype_ = at::autocast::get_autocast_dtype(device);
@@ -60,7 +61,8 @@ class AutocastGuard {
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& name, int rank) {
   const bool cuda = torch::cuda::is_available();
   if (name == "cpu" || (name == "auto" && !cuda)) return c10::Device(c10::kCPU);
-  if (!cuda) return absl::FailedPreconditionError(absl::StrCat("device ", name, " asked for, but CUDA is not available here"));
+  if (!cuda)
+    return absl::FailedPreconditionError(absl::StrCat("device ", name, " asked for, but CUDA is not available here"));
   const auto count = static_cast<int>(torch::cuda::device_count());
   int index = rank % count;  // one rank per GPU on a node
   if (name.starts_with("cuda:")) index = std::stoi(name.substr(5));
@@ -110,9 +112,9 @@ absl::Status Trainer::Setup() {
     // Started by hand with another world size than the spec's: the batch arithmetic follows the ranks.
     cfg_.world_size = world;
     if (cfg_.total_batch_tokens % (cfg_.micro_batch * cfg_.seq_len * world) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("batch.total_tokens: ", cfg_.total_batch_tokens,
-                                                     " is not divisible by micro_batch x seq_len x world_size = ",
-                                                     cfg_.micro_batch * cfg_.seq_len * world));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch.total_tokens: ", cfg_.total_batch_tokens,
+          " is not divisible by micro_batch x seq_len x world_size = ", cfg_.micro_batch * cfg_.seq_len * world));
     }
   }
   absl::StatusOr<c10::Device> device = ResolveDevice(cfg_.device, rank);
@@ -150,7 +152,8 @@ absl::Status Trainer::Setup() {
   }
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (auto& item : model_->named_parameters()) named.emplace_back(item.key(), item.value());
-  optimizer_ = std::make_unique<AdamW>(named, AdamWOptions{cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, cfg_.fused_adamw});
+  optimizer_ = std::make_unique<AdamW>(
+      named, AdamWOptions{cfg_.beta1, cfg_.beta2, cfg_.eps, cfg_.weight_decay, cfg_.fused_adamw});
 
   absl::StatusOr<std::vector<std::string>> train_shards = ListShards(cfg_.data_dir, "train");
   if (!train_shards.ok()) return train_shards.status();
@@ -165,7 +168,8 @@ absl::Status Trainer::Setup() {
     val_loader_ = std::make_unique<DataLoader>(*std::move(val));
   }
 
-  if (!cfg_.checkpoint_dir.empty()) store_ = std::make_unique<CheckpointStore>(cfg_.checkpoint_dir, cfg_.keep_last, cfg_.keep_best);
+  if (!cfg_.checkpoint_dir.empty())
+    store_ = std::make_unique<CheckpointStore>(cfg_.checkpoint_dir, cfg_.keep_last, cfg_.keep_best);
   if (!run_.resume.empty()) {
     std::string dir = run_.resume;
     if (dir == "latest") {
@@ -177,9 +181,10 @@ absl::Status Trainer::Setup() {
     TrainerState state;
     if (absl::Status s = LoadTrainingCheckpoint(dir, model_, *optimizer_, &state); !s.ok()) return s;
     if (state.world_size != world || state.micro_batch != cfg_.micro_batch || state.seq_len != cfg_.seq_len) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          dir, " was written by ", state.world_size, " ranks with micro_batch ", state.micro_batch, " and seq_len ",
-          state.seq_len, "; an exact resume needs the same (this run: ", world, ", ", cfg_.micro_batch, ", ", cfg_.seq_len, ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, " was written by ", state.world_size, " ranks with micro_batch ", state.micro_batch,
+                       " and seq_len ", state.seq_len, "; an exact resume needs the same (this run: ", world, ", ",
+                       cfg_.micro_batch, ", ", cfg_.seq_len, ")"));
     }
     const auto [shard, offset] = state.loader_positions.at(static_cast<size_t>(rank));
     if (absl::Status s = train_loader_->set_position({shard, offset}); !s.ok()) return s;
@@ -242,11 +247,14 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, std::optional<double> v
   state.world_size = world;
   state.micro_batch = cfg_.micro_batch;
   state.seq_len = cfg_.seq_len;
-  for (int r = 0; r < world; ++r) state.loader_positions.emplace_back(pos[2 * r].item<int64_t>(), pos[2 * r + 1].item<int64_t>());
+  for (int r = 0; r < world; ++r)
+    state.loader_positions.emplace_back(pos[2 * r].item<int64_t>(), pos[2 * r + 1].item<int64_t>());
   state.val_loss = val_loss;
   state.spec_json = cfg_.spec_json;
-  state.metrics_json = nlohmann::json{{"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
-                                      {"tokens_per_second", m.tokens_per_second}}.dump();
+  state.metrics_json =
+      nlohmann::json{
+          {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm}, {"tokens_per_second", m.tokens_per_second}}
+          .dump();
   absl::StatusOr<std::string> path = store_->Save(model_, *optimizer_, state);
   if (!path.ok()) return path.status();
   obs_.OnCheckpoint({steps_done, *path, val_loss});
@@ -336,7 +344,8 @@ absl::Status RunTraining(TrainConfig config, const TrainRunOptions& run, TrainOb
     if (absl::Status s = trainer.Setup(); !s.ok()) return s;
     return trainer.Run();
   } catch (const c10::DistBackendError& e) {
-    return absl::UnavailableError(absl::StrCat("a collective failed (did a peer rank die or hang?): ", e.what_without_backtrace()));
+    return absl::UnavailableError(
+        absl::StrCat("a collective failed (did a peer rank die or hang?): ", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
     return absl::InternalError(e.what_without_backtrace());
   } catch (const std::exception& e) {
