@@ -12,13 +12,15 @@ ROOT=$(pwd)
 # --- Debian packages (Debian 12 "bookworm" versions, pinned by the release) ---------------------
 # gRPC 1.51, protobuf 3.21, abseil 20220623, prometheus-cpp 1.0.1, GoogleTest 1.12.1, CLI11 2.1.2,
 # SQLite 3.40, PCRE2 10.42, nlohmann-json 3.11.2, yaml-cpp 0.7, gloo headers (git20220518; the
-# compiled gloo is the one inside libtorch_cpu, see docs/collectives.md), jemalloc 5.3, Prometheus 2.42 (server and promtool,
+# compiled gloo is the one inside libtorch_cpu, see docs/collectives.md), jemalloc 5.3, cpp-httplib 0.11.4 (the /metrics and /healthz server), openssl (test
+# certificates), Prometheus 2.42 (server and promtool,
 # for tests), python3-doc 3.11 (the demo corpus), ccache, ninja.
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev googletest libcli11-dev libsqlite3-dev sqlite3
   libpcre2-dev nlohmann-json3-dev libyaml-cpp-dev libssl-dev libgloo-dev libjemalloc-dev
+  libcpp-httplib-dev openssl
   prometheus python3-doc python3-venv
 )
 if [[ "${GPT2D_SKIP_APT:-0}" != 1 ]]; then

@@ -1,10 +1,14 @@
 // gpt2-worker: the process that runs GPT-2. Offline commands (tokenize, prep, init, score, sample,
-// train, eval-hellaswag); the daemon that runs training ranks and serving replicas for gpt2d
-// arrives with `run`.
+// train, eval-hellaswag) and `run`, the daemon that runs training ranks for gpt2d.
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
-
+#include <atomic>
 #include <iostream>
+#include <thread>
 
+#include "common/client_channel.h"
+#include "worker/agent/agent.h"
 #include "worker/data/prep_command.h"
 #include "worker/offline_commands.h"
 #include "worker/tokenizer/tokenize_command.h"
@@ -105,9 +109,61 @@ int main(int argc, char** argv) {
   hs_cmd->add_option("--limit", hellaswag.limit, "Only the first N examples");
   hs_cmd->add_option("--per-example", hellaswag.per_example, "Write per-example losses as JSONL");
 
+  gpt2::AgentOptions agent;
+  std::string token_file;
+  double collective_timeout_s = 60;
+  CLI::App* run_cmd = app.add_subcommand("run", "The worker daemon: register with gpt2d and run what it assigns");
+  run_cmd->add_option("--coordinator", agent.coordinator.address, "gpt2d's gRPC address (host:port)")
+      ->envname("GPT2D_SERVER")
+      ->required();
+  run_cmd->add_option("--device", agent.device, "cpu, cuda or cuda:N")->capture_default_str();
+  run_cmd->add_option("--id", agent.worker_id, "Worker id, stable across restarts (default: <hostname>/<device>)");
+  run_cmd->add_option("--advertise-host", agent.advertise_host,
+                      "Address other workers reach this one at for the rendezvous (default: the hostname)");
+  run_cmd->add_option("--http-listen", agent.http_listen, "Address for /metrics and /healthz; empty: none")
+      ->capture_default_str();
+  run_cmd->add_option("--token", agent.coordinator.token, "The cluster token")->envname("GPT2D_CLUSTER_TOKEN");
+  run_cmd->add_option("--token-file", token_file, "A file holding the cluster token");
+  run_cmd->add_flag("--tls", agent.coordinator.tls, "Connect with TLS");
+  run_cmd->add_option("--tls-ca", agent.coordinator.tls_ca_file, "CA certificate to verify gpt2d with (PEM)");
+  run_cmd->add_option("--tls-cert", agent.coordinator.tls_cert_file, "Client certificate for mutual TLS (PEM)");
+  run_cmd->add_option("--tls-key", agent.coordinator.tls_key_file, "Client key for mutual TLS (PEM)");
+  run_cmd->add_option("--tls-server-name", agent.coordinator.tls_server_name, "Name to verify in gpt2d's certificate");
+  run_cmd->add_option("--collective-timeout", collective_timeout_s,
+                      "Seconds before a silent peer rank is declared dead")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   std::ios::sync_with_stdio(false);
-  score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = vocab;
+  score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = agent.vocab = vocab;
+
+  if (*run_cmd) {
+    if (!token_file.empty()) {
+      absl::StatusOr<std::string> t = gpt2::ReadTokenFile(token_file);
+      if (!t.ok()) {
+        std::cerr << "error: " << t.status().message() << "\n";
+        return 2;
+      }
+      agent.coordinator.token = *t;
+    }
+    if (!agent.coordinator.tls_ca_file.empty() || !agent.coordinator.tls_cert_file.empty())
+      agent.coordinator.tls = true;
+    agent.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000));
+    // SIGINT/SIGTERM: stop the rank at its next micro-step and leave. Blocked before any thread
+    // starts, so that only the waiter below receives them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    static std::atomic<bool> stop{false};
+    std::thread([signals] {
+      int sig = 0;
+      sigwait(&signals, &sig);
+      stop = true;
+    }).detach();
+    return gpt2::RunAgent(agent, stop);
+  }
 
   try {
     if (*tok_cmd) {

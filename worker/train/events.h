@@ -33,6 +33,7 @@ struct CheckpointEvent {
   int64_t step = 0;
   std::string path;
   std::optional<double> val_loss;
+  std::vector<std::string> retained;  // every checkpoint directory kept after retention, oldest first
 };
 
 // Callbacks run on rank 0's training thread (OnStep and OnEval on every rank); keep them short.

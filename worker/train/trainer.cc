@@ -83,6 +83,16 @@ class Trainer {
     return at::tensor(buf, at::kLong).view({cfg_.micro_batch, cfg_.seq_len}).to(device_);
   }
   absl::StatusOr<double> ValLoss();
+  // Whether any rank's observer asks to stop. Every rank must call it at the same point: with
+  // several ranks it is a collective, so that all of them stop at the same micro-step instead of
+  // the rest waiting for the stopped one until the collective timeout.
+  bool StopRequested() {
+    const bool local = obs_.ShouldStop();
+    if (group_->world_size() == 1) return local;
+    at::Tensor flag = at::full({}, local ? 1.0f : 0.0f, at::TensorOptions().device(device_));
+    group_->AllReduceSum(flag);
+    return flag.item<float>() > 0;
+  }
   std::vector<std::string> Samples();
   absl::Status SaveCheckpoint(int64_t steps_done, std::optional<double> val_loss, const StepMetrics& m);
   std::optional<at::ScalarType> AutocastDType() const {
@@ -257,7 +267,7 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, std::optional<double> v
           .dump();
   absl::StatusOr<std::string> path = store_->Save(model_, *optimizer_, state);
   if (!path.ok()) return path.status();
-  obs_.OnCheckpoint({steps_done, *path, val_loss});
+  obs_.OnCheckpoint({steps_done, *path, val_loss, ListCheckpoints(cfg_.checkpoint_dir)});
   return absl::OkStatus();
 }
 
@@ -268,11 +278,12 @@ absl::Status Trainer::Run() {
   std::vector<at::Tensor> params = model_->parameters();
   std::vector<int64_t> x(cfg_.micro_batch * cfg_.seq_len), y(x.size());
   for (int64_t step = start_step_; step < cfg_.max_steps; ++step) {
-    if (obs_.ShouldStop()) return absl::CancelledError(absl::StrCat("stopped at step ", step));
     const auto t0 = Clock::now();
     model_->zero_grad(/*set_to_none=*/true);
     at::Tensor loss_accum = at::zeros({}, at::TensorOptions().device(device_));
     for (int64_t micro = 0; micro < accum; ++micro) {
+      // Checked every micro-step: a step of the full recipe on few devices takes minutes.
+      if (StopRequested()) return absl::CancelledError(absl::StrCat("stopped during step ", step + 1));
       if (absl::Status s = train_loader_->next_batch(x, y); !s.ok()) return s;
       at::Tensor loss;
       {

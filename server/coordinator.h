@@ -1,0 +1,139 @@
+// The coordinator: gpt2d's one owner of job and worker state. It admits jobs, gang-schedules them
+// onto idle workers, follows their ranks' events, restarts a job's whole group from its last
+// checkpoint when a rank fails or a worker is lost (torchelastic semantics), and after its own
+// restart re-attaches the ranks that are still running.
+//
+// Every public method is thread-safe (one mutex). State changes are written to the JobStore before
+// they are acknowledged; the in-memory state is a cache of active jobs and connected workers.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "gpt2d/v1/worker.pb.h"
+#include "server/metrics.h"
+#include "server/store.h"
+
+namespace gpt2 {
+
+using Clock = std::chrono::steady_clock;
+
+struct CoordinatorOptions {
+  // Jobs that name no checkpoint.dir write to <checkpoint_root>/<job id>.
+  std::string checkpoint_root = "runs";
+  std::chrono::milliseconds heartbeat_interval{1000};
+  // A connected worker silent for this long is lost.
+  std::chrono::milliseconds heartbeat_timeout{10000};
+  // After gpt2d restarts, how long a running job waits for its ranks' workers to reconnect before
+  // its group is restarted from the last checkpoint.
+  std::chrono::milliseconds recovery_grace{20000};
+  // Restarts after a lost worker or a failed rank before the job FAILS.
+  int max_restarts = 3;
+  // c10d rendezvous (TCPStore) ports handed to rank 0, one per running job.
+  int rendezvous_port_min = 29500, rendezvous_port_max = 29999;
+};
+
+// One connected worker's outgoing messages, drained by its stream's writer.
+class WorkerSession {
+ public:
+  explicit WorkerSession(std::function<void()> abort) : abort_(std::move(abort)) {}
+  void Send(v1::CoordinatorMessage m);
+  // The next message; nullopt once closed or at the deadline (check closed()).
+  std::optional<v1::CoordinatorMessage> Next(Clock::time_point deadline);
+  // Ends the stream: Next returns nullopt and the call is cancelled.
+  void Close();
+  bool closed();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::CoordinatorMessage> queue_;
+  bool closed_ = false;
+  std::function<void()> abort_;
+};
+
+class Coordinator {
+ public:
+  Coordinator(JobStore& store, CoordinatorOptions options, ServerMetrics& metrics);
+  ~Coordinator();
+
+  // Loads the jobs that had not finished: queued ones queue again, running ones wait
+  // recovery_grace for their workers. Then starts the background ticker (heartbeats, scheduling).
+  absl::Status Start();
+
+  // ---- Jobs (JobService)
+  // INVALID_ARGUMENT naming the spec field; nothing is stored then.
+  absl::StatusOr<v1::Job> Submit(const v1::TrainSpec& spec, const std::string& idempotency_key);
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  // Returns once job `id` has an event after `after_sequence`, has ended, or at the deadline.
+  void WaitForEvents(const std::string& job_id, int64_t after_sequence, Clock::time_point deadline);
+
+  // ---- Workers (WorkerService, ClusterService)
+  // A worker's stream opened with `reg`. `abort` cancels the stream (used when the worker is lost).
+  absl::StatusOr<std::shared_ptr<WorkerSession>> Connect(const v1::Register& reg, std::function<void()> abort);
+  void Receive(const std::string& worker_id, const std::shared_ptr<WorkerSession>& session,
+               const v1::WorkerMessage& message);
+  void Disconnect(const std::string& worker_id, const std::shared_ptr<WorkerSession>& session,
+                  const std::string& reason);
+  std::vector<v1::Worker> ListWorkers();
+  absl::StatusOr<v1::Worker> GetWorker(const std::string& id);
+
+ private:
+  struct WorkerEntry {
+    v1::Worker info;
+    std::shared_ptr<WorkerSession> session;  // null while disconnected
+    Clock::time_point last_seen;
+  };
+  struct ActiveJob {
+    v1::Job job;
+    std::set<std::string> running;  // workers running a rank of the current attempt
+    std::set<int> exited_ok;        // ranks of the current attempt that finished
+    bool adopting = false;          // after a gpt2d restart, waiting for ranks to re-attach
+    Clock::time_point adopt_deadline;
+    int port = 0;
+  };
+
+  void Tick();
+  void Schedule();
+  void OnRankEvent(WorkerEntry& worker, const v1::RankEvent& e);
+  // A rank failed or its worker was lost: restart the group (or FAIL the job past max_restarts).
+  void FailAttempt(ActiveJob& aj, const std::string& reason, bool retryable, bool counts_as_restart = true);
+  void Finish(ActiveJob& aj, v1::JobState state, const std::string& reason);
+  void CancelRanks(ActiveJob& aj);
+  void LoseWorker(WorkerEntry& worker, const std::string& reason);
+  void SetWorkerState(WorkerEntry& worker, v1::WorkerState state, const std::string& job_id = "", int rank = 0);
+  void Record(ActiveJob& aj, v1::JobEvent event);
+  void SetState(ActiveJob& aj, v1::JobState state, const std::string& message = "");
+  void Note(ActiveJob& aj, const std::string& message);
+  int TakePort();
+  void UpdateCountMetrics();
+
+  JobStore& store_;
+  const CoordinatorOptions opts_;
+  ServerMetrics& metrics_;
+
+  std::mutex mu_;
+  std::condition_variable events_cv_;  // any job's history grew or a job ended
+  std::map<std::string, WorkerEntry> workers_;
+  std::map<std::string, ActiveJob> active_;  // by id: submission order
+  int next_port_;
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread ticker_;
+};
+
+}  // namespace gpt2

@@ -1,0 +1,133 @@
+// gpt2d: the coordinator daemon. gRPC (jobs, cluster, the workers' stream, health, reflection) on
+// --listen; /metrics and /healthz on --http-listen; state in the SQLite database --db.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "common/client_channel.h"
+#include "common/http_server.h"
+#include "common/server_credentials.h"
+#include "server/coordinator.h"
+#include "server/metrics.h"
+#include "server/services.h"
+#include "server/store.h"
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::cerr << "gpt2d: error: " << message << std::endl;
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpt2d: the gpt2d coordinator. Accepts training jobs, schedules them on gpt2-worker daemons, "
+               "and keeps their history."};
+  std::string listen = "0.0.0.0:50051", http_listen = "0.0.0.0:9400", db_path = "gpt2d.db";
+  std::string auth_token_file, cluster_token_file, rendezvous_ports = "29500-29999";
+  gpt2::ServerTlsOptions tls;
+  gpt2::CoordinatorOptions opts;
+  double heartbeat_interval = 1, heartbeat_timeout = 10, recovery_grace = 20;
+  app.add_option("--listen", listen, "gRPC address (host:port)")->capture_default_str();
+  app.add_option("--http-listen", http_listen, "HTTP address for /metrics and /healthz")->capture_default_str();
+  app.add_option("--db", db_path, "SQLite database (created when missing)")->capture_default_str();
+  app.add_option("--checkpoint-root", opts.checkpoint_root,
+                 "Where jobs without checkpoint.dir write their checkpoints (<root>/<job id>); must be shared "
+                 "with the workers")
+      ->capture_default_str();
+  app.add_option("--auth-token-file", auth_token_file,
+                 "Require \"authorization: Bearer <token>\" with this file's token on every RPC but health");
+  app.add_option("--cluster-token-file", cluster_token_file,
+                 "The token workers must present (default: the --auth-token-file token)");
+  app.add_option("--tls-cert", tls.cert_file, "Server certificate (PEM); with --tls-key enables TLS");
+  app.add_option("--tls-key", tls.key_file, "Server private key (PEM)");
+  app.add_option("--tls-client-ca", tls.client_ca_file, "Require client certificates signed by this CA (mTLS)");
+  app.add_option("--heartbeat-interval", heartbeat_interval, "Seconds between worker heartbeats")->capture_default_str();
+  app.add_option("--heartbeat-timeout", heartbeat_timeout, "Seconds of silence after which a worker is lost")
+      ->capture_default_str();
+  app.add_option("--recovery-grace", recovery_grace,
+                 "After a restart, seconds a running job waits for its workers to reconnect")
+      ->capture_default_str();
+  app.add_option("--max-restarts", opts.max_restarts, "Group restarts per job before it fails")->capture_default_str();
+  app.add_option("--rendezvous-ports", rendezvous_ports, "Port range for c10d rendezvous (rank 0's TCPStore)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!(heartbeat_interval > 0) || !(heartbeat_timeout > heartbeat_interval))
+    return Fail("--heartbeat-timeout must be greater than --heartbeat-interval > 0");
+  if (!(recovery_grace >= 0)) return Fail("--recovery-grace must be >= 0");
+  if (opts.max_restarts < 0) return Fail("--max-restarts must be >= 0");
+  opts.heartbeat_interval = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_interval * 1000));
+  opts.heartbeat_timeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_timeout * 1000));
+  opts.recovery_grace = std::chrono::milliseconds(static_cast<int64_t>(recovery_grace * 1000));
+  if (sscanf(rendezvous_ports.c_str(), "%d-%d", &opts.rendezvous_port_min, &opts.rendezvous_port_max) != 2 ||
+      opts.rendezvous_port_min < 1 || opts.rendezvous_port_max > 65535 ||
+      opts.rendezvous_port_min > opts.rendezvous_port_max)
+    return Fail("--rendezvous-ports must be a range like 29500-29999");
+  std::error_code ec;
+  opts.checkpoint_root = std::filesystem::absolute(opts.checkpoint_root, ec).string();
+
+  std::string auth_token, cluster_token;
+  if (!auth_token_file.empty()) {
+    absl::StatusOr<std::string> t = gpt2::ReadTokenFile(auth_token_file);
+    if (!t.ok()) return Fail(std::string(t.status().message()));
+    auth_token = *t;
+  }
+  cluster_token = auth_token;
+  if (!cluster_token_file.empty()) {
+    absl::StatusOr<std::string> t = gpt2::ReadTokenFile(cluster_token_file);
+    if (!t.ok()) return Fail(std::string(t.status().message()));
+    cluster_token = *t;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = gpt2::MakeServerCredentials(tls);
+  if (!creds.ok()) return Fail(std::string(creds.status().message()));
+
+  // SIGINT/SIGTERM end the process through the wait below, never mid-write.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<gpt2::JobStore>> store = gpt2::JobStore::Open(db_path);
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+  gpt2::ServerMetrics metrics;
+  gpt2::Coordinator coordinator(**store, opts, metrics);
+  if (absl::Status s = coordinator.Start(); !s.ok()) return Fail(std::string(s.message()));
+
+  gpt2::JobServiceImpl jobs(**store, coordinator, gpt2::RpcGuard(metrics, auth_token));
+  gpt2::ClusterServiceImpl cluster(coordinator, gpt2::RpcGuard(metrics, auth_token));
+  gpt2::WorkerServiceImpl workers(coordinator, gpt2::RpcGuard(metrics, cluster_token));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, *creds, &port);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.RegisterService(&jobs);
+  builder.RegisterService(&cluster);
+  builder.RegisterService(&workers);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
+
+  absl::StatusOr<std::unique_ptr<gpt2::HttpServer>> http =
+      gpt2::HttpServer::Start(http_listen, metrics.registry(), [] { return std::string(); });
+  if (!http.ok()) return Fail(std::string(http.status().message()));
+  std::cerr << "gpt2d: listening on " << listen << " (gRPC" << (tls.cert_file.empty() ? "" : ", TLS")
+            << (auth_token.empty() ? "" : ", token auth") << "), HTTP on " << http_listen << ", database " << db_path
+            << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cerr << "gpt2d: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down" << std::endl;
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

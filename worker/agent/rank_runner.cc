@@ -1,0 +1,63 @@
+#include "worker/agent/rank_runner.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/core/Device.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "worker/train/trainer.h"
+
+namespace gpt2 {
+
+// Forwards events and answers ShouldStop from the runner's cancel flag.
+class RankRunner::StoppableObserver final : public TrainObserver {
+ public:
+  StoppableObserver(TrainObserver& inner, const std::atomic<bool>& cancelled) : inner_(inner), cancelled_(cancelled) {}
+  void OnStep(const StepMetrics& m) override { inner_.OnStep(m); }
+  void OnEval(const EvalMetrics& e) override { inner_.OnEval(e); }
+  void OnCheckpoint(const CheckpointEvent& c) override { inner_.OnCheckpoint(c); }
+  bool ShouldStop() override { return cancelled_.load() || inner_.ShouldStop(); }
+
+ private:
+  TrainObserver& inner_;
+  const std::atomic<bool>& cancelled_;
+};
+
+RankRunner::RankRunner(RankTask task, std::unique_ptr<TrainObserver> observer, std::function<void(absl::Status)> done)
+    : task_(std::move(task)), observer_(std::move(observer)) {
+  thread_ = std::thread([this, done = std::move(done)] {
+    TrainRunOptions run;
+    run.dist = {task_.rank, task_.world_size, task_.master_addr, task_.master_port, task_.collective_timeout};
+    run.resume = task_.resume_from;
+    run.vocab = task_.vocab;
+    StoppableObserver observer(*observer_, cancelled_);
+    absl::Status s = RunTraining(task_.config, run, observer);
+    if (!s.ok() && cancelled_) s = absl::CancelledError(s.message());
+    done(s);
+  });
+}
+
+RankRunner::~RankRunner() {
+  cancelled_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::StatusOr<int64_t> ProbeDevice(const std::string& device) {
+  c10::Device d(c10::kCPU);
+  try {
+    d = c10::Device(device);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(absl::StrCat("--device ", device, ": expected cpu, cuda or cuda:N"));
+  }
+  if (d.is_cpu()) return static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  if (!d.is_cuda()) return absl::InvalidArgumentError(absl::StrCat("--device ", device, ": expected cpu or cuda"));
+  const int count = at::cuda::is_available() ? static_cast<int>(at::cuda::device_count()) : 0;
+  const int index = d.has_index() ? d.index() : 0;
+  if (index >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--device ", device, ": this machine has ", count, " CUDA devices"));
+  }
+  return static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
+}
+
+}  // namespace gpt2
