@@ -99,6 +99,12 @@ absl::Status Coordinator::Start() {
     for (v1::Job& job : *jobs) {
       ActiveJob& aj = active_[job.id()];
       aj.job = std::move(job);
+      absl::StatusOr<int64_t> eval_step = store_.LastEventStep(aj.job.id(), v1::JobEvent::kEval);
+      absl::StatusOr<int64_t> checkpoint_step = store_.LastEventStep(aj.job.id(), v1::JobEvent::kCheckpoint);
+      if (!eval_step.ok()) return eval_step.status();
+      if (!checkpoint_step.ok()) return checkpoint_step.status();
+      aj.last_eval_step = *eval_step;
+      aj.last_checkpoint_step = *checkpoint_step;
       if (aj.job.state() == v1::JOB_STATE_RUNNING) {
         aj.adopting = true;
         aj.adopt_deadline = Clock::now() + opts_.recovery_grace;
@@ -245,7 +251,13 @@ void Coordinator::Receive(const std::string& worker_id, const std::shared_ptr<Wo
   WorkerEntry& w = it->second;
   w.last_seen = Clock::now();
   *w.info.mutable_last_heartbeat() = TimeUtil::GetCurrentTime();
-  if (message.has_rank_event()) OnRankEvent(w, message.rank_event());
+  if (!message.has_rank_event()) return;
+  OnRankEvent(w, message.rank_event());
+  if (message.rank_event().sequence() > 0) {
+    v1::CoordinatorMessage ack;
+    ack.mutable_ack()->set_sequence(message.rank_event().sequence());
+    session->Send(std::move(ack));
+  }
 }
 
 void Coordinator::Disconnect(const std::string& worker_id, const std::shared_ptr<WorkerSession>& session,
@@ -363,7 +375,8 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
   v1::JobEvent ev;
   switch (e.event_case()) {
     case v1::RankEvent::kStep: {
-      if (!reporting) return;
+      // Repeats (a resent event, or steps a restarted group recomputes) are already recorded.
+      if (!reporting || e.step().step() <= job.step()) return;
       job.set_step(e.step().step());
       *job.mutable_last_step() = e.step();
       *ev.mutable_step() = e.step();
@@ -374,7 +387,8 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
       return;
     }
     case v1::RankEvent::kEval: {
-      if (!reporting) return;
+      if (!reporting || e.eval().step() <= aj.last_eval_step) return;
+      aj.last_eval_step = e.eval().step();
       if (e.eval().has_val_loss()) {
         if (!job.has_best_val_loss() || e.eval().val_loss() < job.best_val_loss())
           job.set_best_val_loss(e.eval().val_loss());
@@ -388,6 +402,8 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
     case v1::RankEvent::kCheckpoint: {
       if (e.rank() != 0) return;
       v1::Checkpoint c = e.checkpoint();
+      const bool repeat = c.step() <= aj.last_checkpoint_step;
+      aj.last_checkpoint_step = std::max(aj.last_checkpoint_step, c.step());
       c.set_job_id(job.id());
       if (!c.has_created_at()) *c.mutable_created_at() = TimeUtil::GetCurrentTime();
       if (absl::Status s = store_.PutCheckpoint(c); !s.ok()) Log(std::string(s.message()));
@@ -395,6 +411,7 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
         std::vector<std::string> kept(e.retained_checkpoints().begin(), e.retained_checkpoints().end());
         if (absl::Status s = store_.RetainCheckpoints(job.id(), kept); !s.ok()) Log(std::string(s.message()));
       }
+      if (repeat) return;  // stored again above (same step, same path); no second event
       *ev.mutable_checkpoint() = std::move(c);
       Record(aj, std::move(ev));
       return;

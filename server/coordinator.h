@@ -103,6 +103,7 @@ class Coordinator {
     bool adopting = false;          // after a gpt2d restart, waiting for ranks to re-attach
     Clock::time_point adopt_deadline;
     int port = 0;
+    int64_t last_eval_step = 0, last_checkpoint_step = 0;  // to drop repeated reports
   };
 
   void Tick();

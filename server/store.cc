@@ -273,6 +273,10 @@ absl::StatusOr<v1::JobEvent> JobStore::AppendEvent(v1::Job* job, v1::JobEvent ev
   st.Bind(1, job->id()).Bind(2, event.sequence()).Bind(3, static_cast<int64_t>(event.event_case()));
   if (event.has_step())
     st.Bind(4, event.step().step());
+  else if (event.has_eval())
+    st.Bind(4, event.eval().step());
+  else if (event.has_checkpoint())
+    st.Bind(4, event.checkpoint().step());
   else
     st.BindNull(4);
   st.BindBlob(5, event.SerializeAsString());
@@ -297,6 +301,14 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::ListEvents(const std::string
     events.push_back(*std::move(e));
   }
   return events;
+}
+
+absl::StatusOr<int64_t> JobStore::LastEventStep(const std::string& job_id, v1::JobEvent::EventCase kind) {
+  std::lock_guard lock(mu_);
+  Stmt st(db_, "SELECT COALESCE(MAX(step), 0) FROM events WHERE job_id = ?1 AND kind = ?2");
+  st.Bind(1, job_id).Bind(2, static_cast<int64_t>(kind));
+  if (st.Step() != SQLITE_ROW) return Error(db_, "last event step");
+  return st.Int(0);
 }
 
 absl::Status JobStore::ThinStepEvents(const std::string& job_id, int64_t max_steps, int max_points) {

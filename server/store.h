@@ -53,6 +53,8 @@ class JobStore {
   absl::StatusOr<v1::JobEvent> AppendEvent(v1::Job* job, v1::JobEvent event);
   // Up to `limit` events with sequence > after, in order.
   absl::StatusOr<std::vector<v1::JobEvent>> ListEvents(const std::string& job_id, int64_t after, int limit);
+  // The highest step among the job's events of one kind (step, eval, checkpoint); 0 when none.
+  absl::StatusOr<int64_t> LastEventStep(const std::string& job_id, v1::JobEvent::EventCase kind);
   // Thins a finished job's step events to about `max_points`: all of the first 100 steps, then
   // evenly spaced, and the last.
   absl::Status ThinStepEvents(const std::string& job_id, int64_t max_steps, int max_points);

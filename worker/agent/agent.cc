@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
@@ -26,13 +27,16 @@ using Clock = std::chrono::steady_clock;
 
 void Log(const std::string& line) { std::cerr << "gpt2-worker: " << line << std::endl; }
 
-// Rank events waiting to be written to gpt2d. Survives reconnects. Bounded: when gpt2d is away for
-// long, the oldest step reports are dropped first; evals, checkpoints and exits are always kept.
+// Rank events on their way to gpt2d. Survives reconnects: an event leaves only when gpt2d
+// acknowledges it (it is stored then); on a new stream the unacknowledged ones go first, in order.
+// Bounded: when gpt2d is away for long, the oldest step reports are dropped first; evals,
+// checkpoints and exits are always kept.
 class Outbox {
  public:
   void Push(v1::WorkerMessage m) {
     {
       std::lock_guard lock(mu_);
+      m.mutable_rank_event()->set_sequence(++next_sequence_);
       queue_.push_back(std::move(m));
       if (queue_.size() > kMax) {
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
@@ -45,20 +49,32 @@ class Outbox {
     }
     cv_.notify_all();
   }
-  // The next message, waiting until the deadline; nullopt on timeout or Wake().
+  // The next message to write (it stays unacknowledged until Ack), waiting until the deadline;
+  // nullopt on timeout or Wake().
   std::optional<v1::WorkerMessage> Pop(Clock::time_point deadline) {
     std::unique_lock lock(mu_);
     cv_.wait_until(lock, deadline, [&] { return !queue_.empty() || woken_; });
     woken_ = false;
     if (queue_.empty()) return std::nullopt;
-    v1::WorkerMessage m = std::move(queue_.front());
+    unacked_.push_back(std::move(queue_.front()));
     queue_.pop_front();
-    return m;
+    return unacked_.back();
   }
-  // Puts back a message whose write failed: it goes first on the next stream.
-  void Unpop(v1::WorkerMessage m) {
+  // gpt2d stored every event up to `sequence`; returns those events.
+  std::vector<v1::WorkerMessage> Ack(int64_t sequence) {
     std::lock_guard lock(mu_);
-    queue_.push_front(std::move(m));
+    std::vector<v1::WorkerMessage> done;
+    while (!unacked_.empty() && unacked_.front().rank_event().sequence() <= sequence) {
+      done.push_back(std::move(unacked_.front()));
+      unacked_.pop_front();
+    }
+    return done;
+  }
+  // A new stream: what was written but never acknowledged goes again, first.
+  void Resend() {
+    std::lock_guard lock(mu_);
+    queue_.insert(queue_.begin(), std::make_move_iterator(unacked_.begin()), std::make_move_iterator(unacked_.end()));
+    unacked_.clear();
   }
   void Wake() {
     {
@@ -72,7 +88,8 @@ class Outbox {
   static constexpr size_t kMax = 10000;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<v1::WorkerMessage> queue_;
+  std::deque<v1::WorkerMessage> queue_, unacked_;
+  int64_t next_sequence_ = 0;
   bool woken_ = false;
 };
 
@@ -216,6 +233,7 @@ class Agent {
       }
     }
     if (!stream->Write(hello)) return stream->Finish();
+    outbox_.Resend();
 
     std::atomic<bool> done{false};
     std::atomic<int64_t> heartbeat_ms{1000};
@@ -228,13 +246,9 @@ class Agent {
           if (!stream->Write(hb)) break;
           next_heartbeat = Clock::now() + std::chrono::milliseconds(heartbeat_ms.load());
         }
-        std::optional<v1::WorkerMessage> m = outbox_.Pop(std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(200)));
-        if (!m) continue;
-        if (!stream->Write(*m)) {
-          outbox_.Unpop(*std::move(m));
-          break;
-        }
-        if (m->rank_event().has_exit()) Delivered(m->rank_event());
+        std::optional<v1::WorkerMessage> m =
+            outbox_.Pop(std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(200)));
+        if (m && !stream->Write(*m)) break;  // it stays unacknowledged: sent again on the next stream
       }
       ctx.TryCancel();  // unblocks the reader
     });
@@ -249,6 +263,9 @@ class Agent {
         Assign(in.train());
       } else if (in.has_cancel()) {
         CancelRank(in.cancel());
+      } else if (in.has_ack()) {
+        for (const v1::WorkerMessage& m : outbox_.Ack(in.ack().sequence()))
+          if (m.rank_event().has_exit()) Delivered(m.rank_event());
       }
       if (stop_) break;
     }
@@ -332,7 +349,7 @@ class Agent {
     outbox_.Push(std::move(msg));
   }
 
-  // The exit of `e`'s rank reached gpt2d: nothing is left to report for it.
+  // gpt2d stored the exit of `e`'s rank: nothing is left to report for it.
   void Delivered(const v1::RankEvent& e) {
     std::lock_guard lock(mu_);
     if (reporting_ && !running_ && reporting_->job_id == e.job_id() && reporting_->attempt == e.attempt())
