@@ -248,9 +248,11 @@ class Agent {
         }
         std::optional<v1::WorkerMessage> m =
             outbox_.Pop(std::min(next_heartbeat, Clock::now() + std::chrono::milliseconds(200)));
-        if (m && !stream->Write(*m)) break;  // it stays unacknowledged: sent again on the next stream
+        // A failed write means the call is over, and the reader sees that too. The message stays
+        // unacknowledged: it is sent again on the next stream.
+        if (m && !stream->Write(*m)) break;
       }
-      ctx.TryCancel();  // unblocks the reader
+      if (stop_) ctx.TryCancel();  // unblocks the reader: the process is leaving
     });
 
     v1::CoordinatorMessage in;
@@ -271,9 +273,9 @@ class Agent {
     }
     done = true;
     outbox_.Wake();
-    ctx.TryCancel();
+    if (stop_) ctx.TryCancel();  // the call is still open: end it (gpt2d sees the worker leave)
     writer.join();
-    return stream->Finish();
+    return stream->Finish();  // gpt2d's status when it ended the call (e.g. UNAUTHENTICATED)
   }
 
   void Assign(const v1::TrainAssignment& a) {
