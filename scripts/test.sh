@@ -3,6 +3,7 @@
 #   1. C++ unit and integration tests (GoogleTest through ctest)
 #   2. the libtorch + gRPC joint test again under AddressSanitizer (build-asan/)
 #   3. the reference tests against transformers, tiktoken and friends (pytest)
+#   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest)
 # Exit status is non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +24,7 @@ ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 UBSAN_OPTIONS=print
 echo "== asan done after ${SECONDS}s"
 
 GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/reference "$@"
+echo "== reference tests done after ${SECONDS}s"
+# A separate run: each directory has its own conftest.py.
+GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/cluster "$@"
 echo "== all tests passed after ${SECONDS}s"
