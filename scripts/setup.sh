@@ -20,7 +20,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev googletest libcli11-dev libsqlite3-dev sqlite3
   libpcre2-dev nlohmann-json3-dev libyaml-cpp-dev libssl-dev libgloo-dev libjemalloc-dev
-  libcpp-httplib-dev openssl
+  libcpp-httplib-dev openssl curl
   prometheus python3-doc python3-venv
 )
 if [[ "${GPT2D_SKIP_APT:-0}" != 1 ]]; then
