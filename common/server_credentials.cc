@@ -24,7 +24,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerTlsOptions& tls) {
   if (tls.cert_file.empty() && tls.key_file.empty()) {
-    if (!tls.client_ca_file.empty()) return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+    if (!tls.client_ca_file.empty())
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
     return grpc::InsecureServerCredentials();
   }
   if (tls.cert_file.empty() || tls.key_file.empty())
@@ -53,7 +54,8 @@ absl::Status CheckBearerToken(const grpc::ServerContext& ctx, const std::string&
   const std::string_view value(it->second.data(), it->second.size());
   const std::string expected = "Bearer " + token;
   unsigned diff = value.size() != expected.size();
-  for (size_t i = 0; i < expected.size(); ++i) diff |= static_cast<unsigned char>(i < value.size() ? value[i] : 0) ^ static_cast<unsigned char>(expected[i]);
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff |= static_cast<unsigned char>(i < value.size() ? value[i] : 0) ^ static_cast<unsigned char>(expected[i]);
   if (diff != 0) return absl::UnauthenticatedError("invalid bearer token");
   return absl::OkStatus();
 }

@@ -152,10 +152,11 @@ absl::StatusOr<v1::Job> Coordinator::Submit(const v1::TrainSpec& spec, const std
   if (!created.ok() || existed) return created;
   ActiveJob& aj = active_[created->id()];
   aj.job = *created;
-  SetState(aj, v1::JOB_STATE_QUEUED,
-           absl::StrCat("waiting for ", aj.job.world_size(), aj.job.world_size() == 1 ? " idle worker" : " idle workers"));
-  Log(absl::StrCat(aj.job.id(), " submitted: ", config->name, ", ", config->max_steps, " steps on ",
-                   config->world_size, " ranks"));
+  SetState(
+      aj, v1::JOB_STATE_QUEUED,
+      absl::StrCat("waiting for ", aj.job.world_size(), aj.job.world_size() == 1 ? " idle worker" : " idle workers"));
+  Log(absl::StrCat(aj.job.id(), " submitted: ", config->name, ", ", config->max_steps, " steps on ", config->world_size,
+                   " ranks"));
   const v1::Job result = aj.job;
   Schedule();
   return result;
@@ -218,9 +219,8 @@ absl::StatusOr<std::shared_ptr<WorkerSession>> Coordinator::Connect(const v1::Re
     // It is still running (or still reporting) a rank: re-attach it, or tell it to stop.
     auto it = active_.find(reg.running_job_id());
     ActiveJob* aj = it == active_.end() ? nullptr : &it->second;
-    const bool current = aj && aj->job.state() == v1::JOB_STATE_RUNNING &&
-                         aj->job.attempt() == reg.running_attempt() && reg.running_rank() >= 0 &&
-                         reg.running_rank() < aj->job.worker_ids_size() &&
+    const bool current = aj && aj->job.state() == v1::JOB_STATE_RUNNING && aj->job.attempt() == reg.running_attempt() &&
+                         reg.running_rank() >= 0 && reg.running_rank() < aj->job.worker_ids_size() &&
                          aj->job.worker_ids(reg.running_rank()) == reg.worker_id();
     SetWorkerState(w, v1::WORKER_STATE_TRAINING, reg.running_job_id(), reg.running_rank());
     if (current) {
@@ -381,9 +381,9 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
       *job.mutable_last_step() = e.step();
       *ev.mutable_step() = e.step();
       Record(aj, std::move(ev));
-      metrics_.SetJobStep(job.id(), {static_cast<double>(e.step().step()), static_cast<double>(job.max_steps()),
-                                     e.step().loss(), e.step().lr(), e.step().grad_norm(),
-                                     e.step().tokens_per_second(), e.step().mfu()});
+      metrics_.SetJobStep(job.id(),
+                          {static_cast<double>(e.step().step()), static_cast<double>(job.max_steps()), e.step().loss(),
+                           e.step().lr(), e.step().grad_norm(), e.step().tokens_per_second(), e.step().mfu()});
       return;
     }
     case v1::RankEvent::kEval: {
@@ -547,8 +547,8 @@ int Coordinator::TakePort() {
 
 void Coordinator::UpdateCountMetrics() {
   std::map<std::string, int64_t> workers;
-  for (v1::WorkerState s : {v1::WORKER_STATE_IDLE, v1::WORKER_STATE_TRAINING, v1::WORKER_STATE_SERVING,
-                            v1::WORKER_STATE_LOST})
+  for (v1::WorkerState s :
+       {v1::WORKER_STATE_IDLE, v1::WORKER_STATE_TRAINING, v1::WORKER_STATE_SERVING, v1::WORKER_STATE_LOST})
     workers[WorkerStateName(s)] = 0;
   for (const auto& [id, w] : workers_) ++workers[WorkerStateName(w.info.state())];
   metrics_.SetWorkerCounts(workers);

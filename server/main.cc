@@ -28,8 +28,9 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gpt2d: the gpt2d coordinator. Accepts training jobs, schedules them on gpt2-worker daemons, "
-               "and keeps their history."};
+  CLI::App app{
+      "gpt2d: the gpt2d coordinator. Accepts training jobs, schedules them on gpt2-worker daemons, "
+      "and keeps their history."};
   std::string listen = "0.0.0.0:50051", http_listen = "0.0.0.0:9400", db_path = "gpt2d.db";
   std::string auth_token_file, cluster_token_file, rendezvous_ports = "29500-29999";
   gpt2::ServerTlsOptions tls;
@@ -49,7 +50,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls.cert_file, "Server certificate (PEM); with --tls-key enables TLS");
   app.add_option("--tls-key", tls.key_file, "Server private key (PEM)");
   app.add_option("--tls-client-ca", tls.client_ca_file, "Require client certificates signed by this CA (mTLS)");
-  app.add_option("--heartbeat-interval", heartbeat_interval, "Seconds between worker heartbeats")->capture_default_str();
+  app.add_option("--heartbeat-interval", heartbeat_interval, "Seconds between worker heartbeats")
+      ->capture_default_str();
   app.add_option("--heartbeat-timeout", heartbeat_timeout, "Seconds of silence after which a worker is lost")
       ->capture_default_str();
   app.add_option("--recovery-grace", recovery_grace,

@@ -133,8 +133,7 @@ grpc::Status WorkerServiceImpl::Connect(grpc::ServerContext* ctx,
   return guard_(ctx, "Connect", [&]() -> absl::Status {
     v1::WorkerMessage first;
     if (!stream->Read(&first)) return absl::CancelledError("the worker closed the stream before registering");
-    if (!first.has_register_())
-      return absl::InvalidArgumentError("the first message on the stream must be a Register");
+    if (!first.has_register_()) return absl::InvalidArgumentError("the first message on the stream must be a Register");
     absl::StatusOr<std::shared_ptr<WorkerSession>> session =
         coordinator_.Connect(first.register_(), [ctx] { ctx->TryCancel(); });
     if (!session.ok()) return session.status();

@@ -94,7 +94,9 @@ class Stmt {
 // BEGIN IMMEDIATE ... COMMIT, rolled back unless Commit() succeeds.
 class Transaction {
  public:
-  explicit Transaction(sqlite3* db) : db_(db) { ok_ = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK; }
+  explicit Transaction(sqlite3* db) : db_(db) {
+    ok_ = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
   ~Transaction() {
     if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
@@ -133,8 +135,8 @@ bool IsTerminal(v1::JobState state) {
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+      SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return absl::UnavailableError(absl::StrCat("cannot open the database ", path, ": ", msg));
@@ -221,8 +223,8 @@ absl::StatusOr<std::vector<v1::Job>> JobStore::ListJobs(const std::vector<v1::Jo
   std::string state_mask;  // states as a set literal; they are enum numbers, not user text
   for (v1::JobState s : states) absl::StrAppend(&state_mask, state_mask.empty() ? "" : ",", static_cast<int>(s));
   const std::string sql =
-      absl::StrCat("SELECT num, job FROM jobs WHERE num < ?1", state_mask.empty() ? "" : " AND state IN (",
-                   state_mask, state_mask.empty() ? "" : ")", " ORDER BY num DESC LIMIT ?2");
+      absl::StrCat("SELECT num, job FROM jobs WHERE num < ?1", state_mask.empty() ? "" : " AND state IN (", state_mask,
+                   state_mask.empty() ? "" : ")", " ORDER BY num DESC LIMIT ?2");
   std::lock_guard lock(mu_);
   Stmt st(db_, sql.c_str());
   st.Bind(1, before).Bind(2, static_cast<int64_t>(page_size) + 1);

@@ -129,8 +129,8 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--tls-cert", agent.coordinator.tls_cert_file, "Client certificate for mutual TLS (PEM)");
   run_cmd->add_option("--tls-key", agent.coordinator.tls_key_file, "Client key for mutual TLS (PEM)");
   run_cmd->add_option("--tls-server-name", agent.coordinator.tls_server_name, "Name to verify in gpt2d's certificate");
-  run_cmd->add_option("--collective-timeout", collective_timeout_s,
-                      "Seconds before a silent peer rank is declared dead")
+  run_cmd
+      ->add_option("--collective-timeout", collective_timeout_s, "Seconds before a silent peer rank is declared dead")
       ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

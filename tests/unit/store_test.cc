@@ -12,8 +12,8 @@ namespace {
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("store_test_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = std::filesystem::temp_directory_path() / ("store_test_" + std::to_string(::getpid()) + "_" +
+                                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     Reopen();
@@ -54,9 +54,8 @@ TEST_F(StoreTest, IdsCountUpAndIdempotencyKeysReturnTheFirstJob) {
 
 TEST_F(StoreTest, CreateJobNamesTheJobBeforeStoringIt) {
   bool existed = false;
-  absl::StatusOr<v1::Job> job = store_->CreateJob(v1::Job(), "", &existed, [](v1::Job& j) {
-    j.mutable_spec()->mutable_checkpoint()->set_dir("/ckpt/" + j.id());
-  });
+  absl::StatusOr<v1::Job> job = store_->CreateJob(
+      v1::Job(), "", &existed, [](v1::Job& j) { j.mutable_spec()->mutable_checkpoint()->set_dir("/ckpt/" + j.id()); });
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(store_->GetJob(job->id())->spec().checkpoint().dir(), "/ckpt/job-000001");
 }

@@ -294,8 +294,8 @@ class Agent {
     absl::StatusOr<TrainConfig> config = ResolveTrainSpec(a.spec());
     std::lock_guard lock(mu_);
     if (runner_ && running_) {
-      Exit(task, absl::FailedPreconditionError(absl::StrCat("worker ", opts_.worker_id, " is still running ",
-                                                            runner_->task().job_id)));
+      Exit(task, absl::FailedPreconditionError(
+                     absl::StrCat("worker ", opts_.worker_id, " is still running ", runner_->task().job_id)));
       return;
     }
     if (!config.ok()) {

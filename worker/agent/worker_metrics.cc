@@ -3,7 +3,8 @@
 namespace gpt2 {
 namespace {
 
-prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& r, const std::string& name, const std::string& help) {
+prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& r, const std::string& name,
+                                             const std::string& help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
 }
 

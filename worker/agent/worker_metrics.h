@@ -26,8 +26,8 @@ class WorkerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>& connected_;
-  prometheus::Family<prometheus::Gauge>&loss_, &val_loss_, &hellaswag_, &tokens_per_second_, &mfu_, &lr_,
-      &grad_norm_, &step_;
+  prometheus::Family<prometheus::Gauge>&loss_, &val_loss_, &hellaswag_, &tokens_per_second_, &mfu_, &lr_, &grad_norm_,
+      &step_;
 };
 
 }  // namespace gpt2

@@ -1,0 +1,357 @@
+#include "client/commands.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/format.h"
+#include "worker/train/spec.h"
+
+namespace gpt2::ctl {
+
+namespace v1 = gpt2d::v1;
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const GlobalOptions& options) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeClientChannel(options.channel);
+  if (!channel.ok()) return channel.status();
+  return std::unique_ptr<Client>(new Client(options, *std::move(channel)));
+}
+
+Client::Client(GlobalOptions options, std::shared_ptr<grpc::Channel> channel)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      jobs_(v1::JobService::NewStub(channel_)),
+      cluster_(v1::ClusterService::NewStub(channel_)) {}
+
+std::unique_ptr<grpc::ClientContext> Client::UnaryContext() const {
+  auto context = StreamContext();
+  const auto timeout = std::chrono::milliseconds(std::llround(options_.timeout_seconds * 1000));
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+  return context;
+}
+
+std::unique_ptr<grpc::ClientContext> Client::StreamContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  PrepareContext(*context, options_.channel.token);
+  return context;
+}
+
+int Client::Fail(const grpc::Status& status) const {
+  const std::string& address = options_.channel.address;
+  const std::string& message = status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      std::cerr << "error: " << message << "\n";
+      return kExitUsage;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      std::cerr << "error: gpt2d refused the token: pass --token or set GPT2D_TOKEN (gpt2d said: " << message << ")\n";
+      return kExitAuth;
+    case grpc::StatusCode::NOT_FOUND:
+      std::cerr << "error: " << message << "\n";
+      return kExitNotFound;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // Connected but slow is a different problem from not connected at all.
+      if (channel_->GetState(false) == GRPC_CHANNEL_READY) {
+        std::cerr << absl::StrFormat("error: gpt2d at %s did not answer within %gs (raise --timeout)\n", address,
+                                     options_.timeout_seconds);
+        return kExitUnreachable;
+      }
+      [[fallthrough]];
+    case grpc::StatusCode::UNAVAILABLE: {
+      std::string hint = "is it running? --server / GPT2D_SERVER";
+      const std::string lower = absl::AsciiStrToLower(message);
+      if (options_.channel.tls && (absl::StrContains(lower, "ssl") || absl::StrContains(lower, "handshake")))
+        hint = "TLS failed: check --tls-ca, --tls-server-name, --tls-cert/--tls-key";
+      else if (absl::StrContains(lower, "socket closed"))  // it hung up on the handshake
+        hint = options_.channel.tls ? "does gpt2d want a client certificate? --tls-cert/--tls-key"
+                                    : "is it running, and does it want TLS? --tls";
+      std::cerr << "error: cannot reach gpt2d at " << address << ": " << message << " (" << hint << ")\n";
+      return kExitUnreachable;
+    }
+    default:
+      std::cerr << "error: " << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) << ": "
+                << message << "\n";
+      return kExitFailed;
+  }
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  return kExitUsage;
+}
+
+// ---------------------------------------------------------------------------------------------
+// jobs
+
+namespace {
+
+std::string StepOfMax(const v1::Job& job) {
+  return job.max_steps() > 0 ? absl::StrCat(job.step(), "/", job.max_steps()) : absl::StrCat(job.step());
+}
+
+std::optional<double> LastLoss(const v1::Job& job) {
+  if (!job.has_last_step() || job.last_step().step() == 0) return std::nullopt;
+  return job.last_step().loss();
+}
+
+std::optional<double> BestVal(const v1::Job& job) {
+  return job.has_best_val_loss() ? std::optional<double>(job.best_val_loss()) : std::nullopt;
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// The spec in a file ("-": stdin), checked as gpt2d and the worker will check it, so that a mistake
+// costs no round trip. Errors name the file and the field.
+absl::StatusOr<v1::TrainSpec> LoadJobSpec(const std::string& path) {
+  absl::StatusOr<v1::TrainSpec> spec;
+  if (path == "-") {
+    std::stringstream text;
+    text << std::cin.rdbuf();
+    spec = ParseTrainSpec(text.str());
+  } else {
+    spec = ReadTrainSpec(path);
+  }
+  const std::string name = path == "-" ? "<stdin>" : path;
+  if (!spec.ok()) {
+    if (path == "-") return absl::InvalidArgumentError(absl::StrCat(name, ": ", spec.status().message()));
+    return spec.status();
+  }
+  if (absl::StatusOr<TrainConfig> config = ResolveTrainSpec(*spec); !config.ok())
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", config.status().message()));
+  return spec;
+}
+
+}  // namespace
+
+int SubmitJob(Client& client, const SubmitOptions& options) {
+  absl::StatusOr<v1::TrainSpec> spec = LoadJobSpec(options.spec_file);
+  if (!spec.ok()) return UsageError(std::string(spec.status().message()));
+  if (options.dry_run) {
+    std::cout << ToJson(*spec, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = *std::move(spec);
+  request.set_idempotency_key(options.idempotency_key);
+  v1::SubmitJobResponse response;
+  grpc::Status status = client.jobs().SubmitJob(client.UnaryContext().get(), request, &response);
+  if (!status.ok()) return client.Fail(status);
+
+  const v1::Job& job = response.job();
+  if (client.json()) {
+    // Followed by a watch, the output is JSON lines: the job, then its events.
+    std::cout << ToJson(job, /*pretty=*/!options.watch) << std::endl;
+  } else {
+    std::cout << job.id() << " submitted (" << JobStateName(job.state()) << ")" << std::endl;
+  }
+  if (!options.watch) return kExitOk;
+  return WatchJob(client, WatchOptions{.job_id = job.id(), .after_sequence = 0});
+}
+
+int ListJobs(Client& client, const ListJobsOptions& options) {
+  v1::ListJobsRequest request;
+  for (const std::string& name : options.states) {
+    std::optional<v1::JobState> state = ParseJobState(name);
+    if (!state)
+      return UsageError(
+          absl::StrCat("unknown job state \"", name, "\": one of ", absl::StrJoin(JobStateChoices(), ", ")));
+    request.add_states(*state);
+  }
+  request.set_page_size(options.limit);
+  request.set_page_token(options.page_token);
+
+  v1::ListJobsResponse all;
+  while (true) {
+    v1::ListJobsResponse page;
+    grpc::Status status = client.jobs().ListJobs(client.UnaryContext().get(), request, &page);
+    if (!status.ok()) return client.Fail(status);
+    for (v1::Job& job : *page.mutable_jobs()) *all.add_jobs() = std::move(job);
+    all.set_next_page_token(page.next_page_token());
+    if (!options.all || page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+
+  if (client.json()) {
+    std::cout << ToJson(all, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  if (all.jobs().empty()) {
+    std::cerr << "No jobs" << (options.states.empty() ? "" : " in these states") << ".\n";
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  Table table({"ID", "NAME", "STATE", "STEP", "LOSS", "VAL", "WORKERS", "AGE", "UPDATED"});
+  for (const v1::Job& job : all.jobs()) {
+    table.AddRow({job.id(), OrDash(job.spec().name()), JobStateName(job.state()), StepOfMax(job),
+                  FormatLoss(LastLoss(job)), FormatLoss(BestVal(job)),
+                  job.world_size() > 0 ? absl::StrCat(job.world_size()) : "-", FormatAge(job.created_at(), now),
+                  FormatAge(job.updated_at(), now)});
+  }
+  table.Print(std::cout);
+  if (!all.next_page_token().empty())
+    std::cerr << "More jobs: --page-token " << all.next_page_token() << " (or --all)\n";
+  return kExitOk;
+}
+
+namespace {
+
+void PrintJobSummary(const v1::Job& job) {
+  const int64_t now = NowUnixSeconds();
+  auto when = [now](const google::protobuf::Timestamp& t) { return FormatTimestampAndAge(t, now); };
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"ID", job.id()},
+      {"Name", OrDash(job.spec().name())},
+      {"State", JobStateName(job.state())},
+  };
+  if (!job.failure_reason().empty()) rows.push_back({"Failure reason", job.failure_reason()});
+  rows.push_back({"Step", StepOfMax(job)});
+  if (std::optional<double> loss = LastLoss(job)) {
+    const v1::StepMetrics& m = job.last_step();
+    std::string detail =
+        absl::StrFormat("%.4f (lr %.3e, %s tok/s", *loss, m.lr(), FormatThousands(std::llround(m.tokens_per_second())));
+    if (m.mfu() > 0) absl::StrAppendFormat(&detail, ", MFU %.1f%%", m.mfu() * 100);
+    rows.push_back({"Loss", detail + ")"});
+  } else {
+    rows.push_back({"Loss", "-"});
+  }
+  rows.push_back({"Best val loss", FormatLoss(BestVal(job))});
+  rows.push_back({"Attempt", absl::StrCat(job.attempt())});
+  rows.push_back({"Restarts", absl::StrCat(job.restarts())});
+  std::string workers = job.world_size() > 0 ? absl::StrCat(job.world_size()) : "-";
+  if (!job.worker_ids().empty()) absl::StrAppend(&workers, " (", absl::StrJoin(job.worker_ids(), ", "), ")");
+  rows.push_back({"Workers", workers});
+  rows.push_back({"Checkpoint dir", OrDash(job.spec().checkpoint().dir())});
+  rows.push_back({"Created", when(job.created_at())});
+  rows.push_back({"Started", when(job.started_at())});
+  rows.push_back({"Finished", when(job.finished_at())});
+
+  PrintFields(rows, std::cout);
+}
+
+}  // namespace
+
+int GetJob(Client& client, const std::string& job_id) {
+  v1::GetJobRequest request;
+  request.set_id(job_id);
+  v1::Job job;
+  grpc::Status status = client.jobs().GetJob(client.UnaryContext().get(), request, &job);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(job, /*pretty=*/true) << std::endl;
+  } else {
+    PrintJobSummary(job);
+  }
+  return kExitOk;
+}
+
+int CancelJob(Client& client, const std::string& job_id) {
+  v1::CancelJobRequest request;
+  request.set_id(job_id);
+  v1::Job job;
+  grpc::Status status = client.jobs().CancelJob(client.UnaryContext().get(), request, &job);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(job, /*pretty=*/true) << std::endl;
+  } else {
+    std::cout << job.id() << " " << JobStateName(job.state()) << std::endl;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// checkpoints
+
+int ListCheckpoints(Client& client, const std::string& job_id) {
+  v1::ListCheckpointsRequest request;
+  request.set_job_id(job_id);
+  v1::ListCheckpointsResponse response;
+  grpc::Status status = client.jobs().ListCheckpoints(client.UnaryContext().get(), request, &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  if (response.checkpoints().empty()) {
+    std::cerr << "No checkpoints of " << job_id << " yet.\n";
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  Table table({"STEP", "VAL LOSS", "PATH", "CREATED"});
+  for (const v1::Checkpoint& c : response.checkpoints()) {
+    table.AddRow({absl::StrCat(c.step()), FormatLoss(c.has_val_loss() ? std::optional(c.val_loss()) : std::nullopt),
+                  c.path(), FormatAge(c.created_at(), now)});
+  }
+  table.Print(std::cout);
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// workers
+
+int ListWorkers(Client& client) {
+  v1::ListWorkersResponse response;
+  grpc::Status status = client.cluster().ListWorkers(client.UnaryContext().get(), v1::ListWorkersRequest(), &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  if (response.workers().empty()) {
+    std::cerr << "No workers have registered with gpt2d.\n";
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  Table table({"ID", "STATE", "DEVICE", "HOST", "JOB", "RANK", "LAST HEARTBEAT"});
+  for (const v1::Worker& w : response.workers()) {
+    const bool training = !w.job_id().empty();
+    table.AddRow({w.id(), WorkerStateName(w.state()), OrDash(w.device()), OrDash(w.host()),
+                  training ? w.job_id() : OrDash(w.deployment()), training ? absl::StrCat(w.rank()) : "-",
+                  FormatAge(w.last_heartbeat(), now)});
+  }
+  table.Print(std::cout);
+  return kExitOk;
+}
+
+int GetWorker(Client& client, const std::string& worker_id) {
+  v1::GetWorkerRequest request;
+  request.set_id(worker_id);
+  v1::Worker w;
+  grpc::Status status = client.cluster().GetWorker(client.UnaryContext().get(), request, &w);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(w, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"ID", w.id()},
+      {"State", WorkerStateName(w.state())},
+      {"Host", OrDash(w.host())},
+      {"Device", OrDash(w.device())},
+      {"Memory", FormatBytes(w.memory_bytes())},
+      {"Job", OrDash(w.job_id())},
+      {"Rank", w.job_id().empty() ? "-" : absl::StrCat(w.rank())},
+      {"Deployment", OrDash(w.deployment())},
+      {"Serve address", OrDash(w.serve_address())},
+      {"Last heartbeat", FormatTimestampAndAge(w.last_heartbeat(), now)},
+  };
+  PrintFields(rows, std::cout);
+  return kExitOk;
+}
+
+}  // namespace gpt2::ctl
