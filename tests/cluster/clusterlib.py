@@ -11,8 +11,10 @@ import tempfile
 import time
 import urllib.request
 
-import numpy as np
 import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import shards  # noqa: E402  (tests/shards.py)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = pathlib.Path(os.environ.get("GPT2_BUILD_DIR", ROOT / "build"))
@@ -41,26 +43,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-MAGIC, VERSION = 20240520, 1
-
-
-def write_shard(path, tokens):
-    header = np.zeros(256, dtype=np.int32)
-    header[:3] = [MAGIC, VERSION, len(tokens)]
-    with open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
-
-
-def random_shards(dirpath, n_train=40_000, n_val=4_000, vocab=1000, seed=0):
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, vocab + 1)
-    p /= p.sum()
-    dirpath = pathlib.Path(dirpath)
-    dirpath.mkdir(parents=True, exist_ok=True)
-    write_shard(dirpath / "shard_val_000000.bin", rng.choice(vocab, size=n_val, p=p))
-    write_shard(dirpath / "shard_train_000001.bin", rng.choice(vocab, size=n_train, p=p))
-    return dirpath
+def random_shards(dirpath):
+    return shards.random_shards(dirpath, n_train=40_000, n_val=4_000, vocab=1000)
 
 
 def small_spec(data_dir, *, steps=20, world=2, checkpoint_every=5, accum=1, n_layer=2, n_embd=64, **over):

@@ -3,34 +3,15 @@ import json
 import pathlib
 import socket
 import subprocess
+import sys
 
-import numpy as np
 import yaml
 from safetensors.numpy import load_file
 
 from conftest import run
 
-MAGIC, VERSION = 20240520, 1
-
-
-def write_shard(path, tokens):
-    header = np.zeros(256, dtype=np.int32)
-    header[:3] = [MAGIC, VERSION, len(tokens)]
-    with open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
-
-
-def random_shards(dirpath, n_train=20_000, n_val=5_000, vocab=2000, seed=0):
-    """Token shards drawn from a skewed distribution over `vocab` ids (so there is something to learn)."""
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, vocab + 1)
-    p /= p.sum()
-    dirpath = pathlib.Path(dirpath)
-    dirpath.mkdir(parents=True, exist_ok=True)
-    write_shard(dirpath / "shard_val_000000.bin", rng.choice(vocab, size=n_val, p=p))
-    write_shard(dirpath / "shard_train_000001.bin", rng.choice(vocab, size=n_train, p=p))
-    return dirpath
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from shards import random_shards, write_shard  # noqa: E402,F401  (re-exported for the tests)
 
 
 def write_spec(path, **spec):
