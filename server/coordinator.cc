@@ -231,6 +231,9 @@ absl::StatusOr<std::shared_ptr<WorkerSession>> Coordinator::Connect(const v1::Re
         Note(*aj, "all ranks re-attached after the gpt2d restart");
       }
     } else {
+      // A rank of this job's failed attempt, still running after a reconnect: the next attempt
+      // waits until it has stopped, as for the ranks gpt2d cancelled itself.
+      if (aj && aj->job.attempt() == reg.running_attempt()) aj->running.insert(reg.worker_id());
       v1::CoordinatorMessage cancel;
       cancel.mutable_cancel()->set_job_id(reg.running_job_id());
       cancel.mutable_cancel()->set_attempt(reg.running_attempt());
