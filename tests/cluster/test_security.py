@@ -95,3 +95,31 @@ def test_tls_serves_clients_and_workers_and_refuses_plaintext(tmp_path, shards):
         assert w.alive(), w.output()
     finally:
         c.stop()
+
+
+def test_mutual_tls_requires_a_client_certificate_signed_by_the_ca(tmp_path):
+    key, cert = make_cert(tmp_path)
+    ca_key, ca_crt = tmp_path / "ca.key", tmp_path / "ca.crt"
+    client_key, client_csr, client_crt = tmp_path / "client.key", tmp_path / "client.csr", tmp_path / "client.crt"
+    for cmd in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+                 "-subj", "/CN=gpt2d-test-ca"],
+                ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", client_key, "-out", client_csr, "-subj", "/CN=ops"],
+                ["x509", "-req", "-in", client_csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out",
+                 client_crt, "-days", "2"]):
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+    c = cl.Cluster(tmp_path / "c", gpt2d_args=["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca_crt])
+    try:
+        c.start_gpt2d()
+        from gpt2d.v1 import jobs_pb2, jobs_pb2_grpc
+        anonymous = grpc.secure_channel(c.address, grpc.ssl_channel_credentials(cert.read_bytes()))
+        with pytest.raises(grpc.RpcError) as e:
+            jobs_pb2_grpc.JobServiceStub(anonymous).ListJobs(jobs_pb2.ListJobsRequest(), timeout=3)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        mutual = grpc.secure_channel(c.address, grpc.ssl_channel_credentials(
+            cert.read_bytes(), private_key=client_key.read_bytes(), certificate_chain=client_crt.read_bytes()))
+        assert list(jobs_pb2_grpc.JobServiceStub(mutual).ListJobs(jobs_pb2.ListJobsRequest(), timeout=5).jobs) == []
+        assert c.ctl("--tls-ca", cert, "jobs", "list").returncode == 5
+        out = c.ctl("--tls-ca", cert, "--tls-cert", client_crt, "--tls-key", client_key, "jobs", "list")
+        assert out.returncode == 0, out.stderr
+    finally:
+        c.stop()
