@@ -53,17 +53,20 @@ def test_gpt2ctl_two_rank_job_to_success_and_transformers_loads_the_checkpoint(c
 def test_python_grpc_client_submits_and_watches(cluster, shards):
     cluster.start_gpt2d()
     cluster.start_worker("w0")
-    job = cluster.submit(cl.small_spec(shards, steps=6, world=1, checkpoint_every=3))
-    assert job.id.startswith("job-") and job.max_steps == 6 and job.world_size == 1
+    spec = cl.small_spec(shards, steps=9, world=1, checkpoint_every=3)
+    spec["checkpoint"]["keep_best"] = False  # keep_last 2: step 3 is deleted when step 9 is written
+    job = cluster.submit(spec)
+    assert job.id.startswith("job-") and job.max_steps == 9 and job.world_size == 1
     events = cluster.events(job.id)
     kinds = [e.WhichOneof("event") for e in events]
     steps = [e.step.step for e in events if e.HasField("step")]
-    assert steps == list(range(1, 7))
+    assert steps == list(range(1, 10))
     assert kinds[0] == "state" and kinds[-1] == "state"
     from gpt2d.v1 import jobs_pb2
     assert events[-1].state == jobs_pb2.JOB_STATE_SUCCEEDED
     assert [e.sequence for e in events] == sorted({e.sequence for e in events})
-    assert [c.step for c in cluster.checkpoints(job.id)] == [3, 6]
+    assert [e.checkpoint.step for e in events if e.HasField("checkpoint")] == [3, 6, 9]
+    assert [c.step for c in cluster.checkpoints(job.id)] == [6, 9]  # what is still on disk
     # Resuming a watch replays only what came after.
     tail = cluster.events(job.id, after=events[-3].sequence)
     assert [e.sequence for e in tail] == [e.sequence for e in events[-2:]]
