@@ -1,0 +1,234 @@
+// The serving engine on a small random GPT-2: batching never changes a result (greedy and seeded
+// sampling, requests of different lengths arriving at different times), greedy tokens are the
+// argmax of a plain full-context forward, and cancellation, a full queue and bad parameters
+// behave as documented.
+#include "worker/serve/engine.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "worker/model/gpt2.h"
+#include "worker/model/hf_checkpoint.h"
+
+namespace gpt2 {
+namespace {
+
+// Collects one request's events; Wait() returns once the last one arrived.
+struct Collector {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  FinishReason finish = FinishReason::kNone;
+  Engine::Callback Callback() {
+    return [this](const TokenEvent& e) {
+      std::lock_guard lock(mu);
+      if (e.token >= 0) {
+        tokens.push_back(e.token);
+        logprobs.push_back(e.logprob);
+      }
+      finish = e.finish;
+      cv.notify_all();
+    };
+  }
+  void Wait() {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return finish != FinishReason::kNone; }));
+  }
+  void WaitForTokens(size_t n) {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return tokens.size() >= n; }));
+  }
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(
+        (std::filesystem::temp_directory_path() / ("engine_test_" + std::to_string(::getpid()))).string());
+    GPTConfig c;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_embd = 64;
+    c.n_positions = 64;
+    torch::manual_seed(7);
+    GPT model(c);
+    ASSERT_TRUE(SaveHfModel(model, *dir_).ok());
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::unique_ptr<Engine> Make(int64_t max_slots = 16, int64_t max_queue = 64) {
+    EngineOptions o;
+    o.max_slots = max_slots;
+    o.max_queue = max_queue;
+    absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Load(*dir_, o);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return *std::move(e);
+  }
+  static std::vector<GenerationParams> Requests() {
+    std::mt19937 rng(3);
+    std::vector<GenerationParams> out;
+    for (int i = 0; i < 16; ++i) {
+      GenerationParams p;
+      const int len = 1 + static_cast<int>(rng() % 24);
+      for (int t = 0; t < len; ++t) p.prompt.push_back(static_cast<int32_t>(rng() % 50257));
+      p.max_tokens = 8 + static_cast<int>(rng() % 13);
+      p.ignore_eos = true;
+      if (i % 2 == 0) {
+        p.temperature = 0;
+      } else {
+        p.temperature = 0.9;
+        p.top_k = 50;
+        p.top_p = 0.95;
+        p.seed = 1000 + i;
+      }
+      out.push_back(p);
+    }
+    return out;
+  }
+  static std::string* dir_;
+};
+std::string* EngineTest::dir_ = nullptr;
+
+TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
+  const std::vector<GenerationParams> requests = Requests();
+  std::vector<std::vector<int32_t>> alone;
+  {
+    auto engine = Make();
+    for (const GenerationParams& p : requests) {
+      Collector c;
+      ASSERT_TRUE(engine->Submit(p, c.Callback()).ok());
+      c.Wait();
+      EXPECT_EQ(c.finish, FinishReason::kLength);
+      EXPECT_EQ(static_cast<int64_t>(c.tokens.size()), p.max_tokens);
+      alone.push_back(c.tokens);
+    }
+  }
+  auto engine = Make();
+  std::vector<std::unique_ptr<Collector>> batched;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    batched.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(engine->Submit(requests[i], batched.back()->Callback()).ok());
+    if (i % 4 == 3) batched.back()->WaitForTokens(2);  // the next ones join a running batch
+  }
+  int64_t decoded = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    batched[i]->Wait();
+    EXPECT_EQ(batched[i]->tokens, alone[i]) << "request " << i;
+    decoded += static_cast<int64_t>(batched[i]->tokens.size()) - 1;  // the first token comes from prefill
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the engine publishes after its step
+  EXPECT_EQ(engine->stats().active, 0);
+  // They really ran together: fewer decode steps than tokens decoded.
+  EXPECT_LT(engine->stats().decode_steps, decoded / 2);
+}
+
+TEST_F(EngineTest, GreedyTokensAreTheArgmaxOfAFullForward) {
+  auto engine = Make();
+  absl::StatusOr<GPT> model = LoadHfModel(*dir_);
+  ASSERT_TRUE(model.ok());
+  torch::InferenceMode inference;
+  for (const GenerationParams& p : Requests()) {
+    if (p.temperature != 0) continue;
+    Collector c;
+    ASSERT_TRUE(engine->Submit(p, c.Callback()).ok());
+    c.Wait();
+    std::vector<int64_t> ids(p.prompt.begin(), p.prompt.end());
+    for (size_t i = 0; i < c.tokens.size(); ++i) {
+      at::Tensor logits = (*model)->forward(torch::tensor(ids).view({1, -1}))[0][-1].slice(0, 0, 50257);
+      at::Tensor logp = torch::log_softmax(logits, 0);
+      // The same token, or a tie within float rounding of the cached path.
+      EXPECT_GE(logits[c.tokens[i]].item<float>(), logits.max().item<float>() - 1e-4f) << "step " << i;
+      EXPECT_NEAR(c.logprobs[i], logp[c.tokens[i]].item<float>(), 1e-4) << "step " << i;
+      ids.push_back(c.tokens[i]);
+    }
+  }
+}
+
+TEST_F(EngineTest, CancelFreesTheSlotWithinAStep) {
+  auto engine = Make(/*max_slots=*/1);
+  GenerationParams p;
+  p.prompt = {464};
+  p.max_tokens = 60;
+  p.ignore_eos = true;
+  Collector c;
+  absl::StatusOr<int64_t> id = engine->Submit(p, c.Callback());
+  ASSERT_TRUE(id.ok());
+  c.WaitForTokens(2);
+  engine->Cancel(*id);
+  c.Wait();
+  EXPECT_EQ(c.finish, FinishReason::kCancelled);
+  EXPECT_LT(c.tokens.size(), 60u);
+  // The slot is free again: the next request runs to the end.
+  p.max_tokens = 3;
+  Collector d;
+  ASSERT_TRUE(engine->Submit(p, d.Callback()).ok());
+  d.Wait();
+  EXPECT_EQ(d.finish, FinishReason::kLength);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(engine->stats().active, 0);
+  EXPECT_EQ(engine->stats().kv_cache_usage, 0);
+}
+
+TEST_F(EngineTest, AFullQueueIsRefusedAtOnce) {
+  auto engine = Make(/*max_slots=*/1, /*max_queue=*/1);
+  GenerationParams p;
+  p.prompt = {464};
+  p.max_tokens = 60;
+  p.ignore_eos = true;
+  Collector running, waiting;
+  absl::StatusOr<int64_t> a = engine->Submit(p, running.Callback());
+  ASSERT_TRUE(a.ok());
+  running.WaitForTokens(1);  // it holds the only slot
+  absl::StatusOr<int64_t> b = engine->Submit(p, waiting.Callback());
+  ASSERT_TRUE(b.ok());
+  Collector refused;
+  EXPECT_EQ(engine->Submit(p, refused.Callback()).status().code(), absl::StatusCode::kResourceExhausted);
+  engine->Cancel(*a);
+  engine->Cancel(*b);
+  running.Wait();
+  waiting.Wait();
+  EXPECT_EQ(waiting.finish, FinishReason::kCancelled);
+}
+
+TEST_F(EngineTest, BadParametersNameTheField) {
+  auto engine = Make();
+  auto refused = [&](GenerationParams p) {
+    Collector c;
+    absl::Status s = engine->Submit(std::move(p), c.Callback()).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    return std::string(s.message());
+  };
+  GenerationParams ok;
+  ok.prompt = {1, 2, 3};
+  GenerationParams p = ok;
+  p.temperature = -1;
+  EXPECT_EQ(refused(p).rfind("temperature:", 0), 0u);
+  p = ok;
+  p.top_p = 0;
+  EXPECT_EQ(refused(p).rfind("top_p:", 0), 0u);
+  p = ok;
+  p.top_k = -2;
+  EXPECT_EQ(refused(p).rfind("top_k:", 0), 0u);
+  p = ok;
+  p.max_tokens = 62;  // 3 + 62 > 64
+  EXPECT_EQ(refused(p).rfind("max_tokens:", 0), 0u);
+  p = ok;
+  p.prompt = {50257};
+  EXPECT_EQ(refused(p).rfind("prompt_tokens[0]:", 0), 0u);
+  p = ok;
+  p.prompt = {};
+  EXPECT_EQ(refused(p).rfind("prompt:", 0), 0u);
+}
+
+}  // namespace
+}  // namespace gpt2

@@ -1,0 +1,328 @@
+#include "worker/serve/engine.h"
+
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/nn/functional/linear.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "worker/model/gpt2.h"
+#include "worker/model/hf_checkpoint.h"
+#include "worker/model/sampling.h"
+
+namespace gpt2 {
+
+namespace {
+
+constexpr int32_t kEndOfText = 50256;
+
+struct Request {
+  int64_t id = 0;
+  GenerationParams params;
+  Engine::Callback callback;
+  at::Generator generator;
+  int64_t slot = -1;
+  int64_t len = 0;        // positions of this request in its slot's cache
+  int64_t generated = 0;  // tokens produced so far
+  int32_t next = -1;      // the latest token, not yet in the cache
+};
+
+}  // namespace
+
+absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c) {
+  if (p.prompt.empty()) return absl::InvalidArgumentError("prompt: must hold at least one token");
+  for (size_t i = 0; i < p.prompt.size(); ++i) {
+    if (p.prompt[i] < 0 || p.prompt[i] >= c.vocab_size)
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_tokens[", i, "]: ", p.prompt[i], " is not a token id (0..", c.vocab_size - 1, ")"));
+  }
+  if (p.max_tokens <= 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be > 0, got ", p.max_tokens));
+  const int64_t need = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
+  if (need > c.n_positions) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens: the prompt (", p.prompt.size(), " tokens) plus ",
+                                                   p.max_tokens, " new tokens exceed the model's context of ",
+                                                   c.n_positions));
+  }
+  if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
+    return absl::InvalidArgumentError(absl::StrCat("temperature: must be a finite number >= 0, got ", p.temperature));
+  if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k: must be >= 0, got ", p.top_k));
+  if (!(p.top_p > 0 && p.top_p <= 1))
+    return absl::InvalidArgumentError(absl::StrCat("top_p: must be in (0, 1], got ", p.top_p));
+  return absl::OkStatus();
+}
+
+class Engine::Impl {
+ public:
+  Impl(GPT model, const EngineOptions& o, c10::Device device) : model_(std::move(model)), device_(device), opts_(o) {
+    const GPTConfig& c = model_->config();
+    NH_ = c.n_head;
+    HS_ = c.n_embd / c.n_head;
+    T_ = c.n_positions;
+    const auto dtype = model_->transformer->wte->weight.scalar_type();
+    const int64_t per_slot = 2 * c.n_layer * NH_ * T_ * HS_ * static_cast<int64_t>(c10::elementSize(dtype));
+    S_ = std::max<int64_t>(1, o.kv_cache_bytes / per_slot);
+    if (o.max_slots > 0) S_ = std::min(S_, o.max_slots);
+    const auto opts = at::TensorOptions().dtype(dtype).device(device_);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      k_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
+      v_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
+    }
+    free_.resize(S_);
+    for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
+    slot_of_.assign(S_, nullptr);
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~Impl() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  absl::StatusOr<int64_t> Submit(GenerationParams params, Callback callback) {
+    if (absl::Status s = ValidateGeneration(params, model_->config()); !s.ok()) return s;
+    auto r = std::make_shared<Request>();
+    r->params = std::move(params);
+    r->callback = std::move(callback);
+    r->generator = MakeGenerator(r->params.seed);
+    {
+      std::lock_guard lock(mu_);
+      if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the queue is full (", opts_.max_queue, " requests waiting); retry later"));
+      }
+      r->id = ++next_id_;
+      queue_.push_back(r);
+    }
+    cv_.notify_all();
+    return r->id;
+  }
+
+  void Cancel(int64_t id) {
+    {
+      std::lock_guard lock(mu_);
+      cancelled_.insert(id);
+    }
+    cv_.notify_all();
+  }
+
+  EngineStats stats() const {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+  const GPTConfig& config() const { return model_->config(); }
+
+ private:
+  void Loop() {
+    c10::InferenceMode inference;
+    while (true) {
+      std::vector<std::shared_ptr<Request>> admitted, cancelled;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue_.empty() || active_ > 0 || !cancelled_.empty(); });
+        if (stop_) break;
+        // Cancellations: waiting requests leave the queue, running ones their slot.
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if (cancelled_.count((*it)->id)) {
+            cancelled.push_back(*it);
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        for (int64_t s = 0; s < S_; ++s)
+          if (slot_of_[s] && cancelled_.count(slot_of_[s]->id)) cancelled.push_back(slot_of_[s]);
+        cancelled_.clear();
+        for (size_t n = free_.size(); n > 0 && !queue_.empty(); --n) {
+          admitted.push_back(queue_.front());
+          queue_.pop_front();
+        }
+      }
+      for (auto& r : cancelled) Finish(*r, {-1, 0, FinishReason::kCancelled, ""});
+      for (auto& r : admitted) Prefill(r);
+      if (active_ > 0) Decode();
+      PublishStats();
+    }
+    // Shutting down: every request still here ends.
+    std::lock_guard lock(mu_);
+    for (auto& r : queue_) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+    for (auto& r : slot_of_)
+      if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+  }
+
+  // One prompt (1,P) into a free slot; its last position's logits give the first token.
+  void Prefill(const std::shared_ptr<Request>& r) {
+    {
+      std::lock_guard lock(mu_);
+      r->slot = free_.back();
+      free_.pop_back();
+    }
+    slot_of_[r->slot] = r;
+    ++active_;
+    const int64_t P = static_cast<int64_t>(r->params.prompt.size());
+    std::vector<int64_t> ids(r->params.prompt.begin(), r->params.prompt.end());
+    at::Tensor idx = at::tensor(ids, at::kLong).view({1, P}).to(device_);
+    at::Tensor pos = at::arange(P, idx.options());
+    auto& t = model_->transformer;
+    at::Tensor x = t->wte(idx) + t->wpe(pos);  // (1,P,C)
+    const int64_t C = x.size(2);
+    for (size_t l = 0; l < t->blocks.size(); ++l) {
+      Block& b = t->blocks[l];
+      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 2);                                          // 3 x (1,P,C)
+      auto heads = [&](const at::Tensor& z) { return z.view({1, P, NH_, HS_}).transpose(1, 2); };  // (1,NH,P,HS)
+      at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
+      k_[l][r->slot].slice(1, 0, P).copy_(k[0]);
+      v_[l][r->slot].slice(1, 0, P).copy_(v[0]);
+      at::Tensor y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+      x = x + b->attn->c_proj(y.transpose(1, 2).contiguous().view({1, P, C}));
+      x = x + b->mlp(b->ln_2(x));
+    }
+    at::Tensor last = t->ln_f(x.select(1, P - 1));                               // (1,C)
+    at::Tensor logits = torch::nn::functional::linear(last, t->wte->weight)[0];  // (Vp)
+    r->len = P;
+    Emit(*r, logits);
+  }
+
+  // One token for every running request: x (S,1,C) over all slots, each attending to its own
+  // cache under a mask of its length.
+  void Decode() {
+    std::vector<int64_t> tokens(S_, 0), positions(S_, 0);
+    for (int64_t s = 0; s < S_; ++s) {
+      if (!slot_of_[s]) continue;
+      tokens[s] = slot_of_[s]->next;
+      positions[s] = slot_of_[s]->len;
+    }
+    at::Tensor idx = at::tensor(tokens, at::kLong).view({S_, 1}).to(device_);
+    at::Tensor pos = at::tensor(positions, at::kLong).to(device_);  // (S)
+    at::Tensor rows = at::arange(S_, pos.options());
+    // mask (S,1,1,T): slot s sees positions 0..pos[s]
+    at::Tensor mask = (at::arange(T_, pos.options()).view({1, T_}) <= pos.view({S_, 1})).view({S_, 1, 1, T_});
+    auto& t = model_->transformer;
+    at::Tensor x = t->wte(idx) + t->wpe(pos.view({S_, 1}));  // (S,1,C)
+    const int64_t C = x.size(2);
+    for (size_t l = 0; l < t->blocks.size(); ++l) {
+      Block& b = t->blocks[l];
+      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 2);                                           // 3 x (S,1,C)
+      auto heads = [&](const at::Tensor& z) { return z.view({S_, 1, NH_, HS_}).transpose(1, 2); };  // (S,NH,1,HS)
+      at::Tensor q = heads(qkv[0]);
+      // cache[s, :, pos[s], :] = k[s, :, 0, :]
+      k_[l].index_put_({rows, at::indexing::Slice(), pos}, heads(qkv[1]).select(2, 0));
+      v_[l].index_put_({rows, at::indexing::Slice(), pos}, heads(qkv[2]).select(2, 0));
+      at::Tensor y = at::scaled_dot_product_attention(q, k_[l], v_[l], mask, 0.0, /*is_causal=*/false);  // (S,NH,1,HS)
+      x = x + b->attn->c_proj(y.transpose(1, 2).contiguous().view({S_, 1, C}));
+      x = x + b->mlp(b->ln_2(x));
+    }
+    at::Tensor logits = torch::nn::functional::linear(t->ln_f(x.select(1, 0)), t->wte->weight);  // (S,Vp)
+    ++decode_steps_;
+    for (int64_t s = 0; s < S_; ++s) {
+      if (!slot_of_[s]) continue;
+      Request& r = *slot_of_[s];
+      ++r.len;
+      Emit(r, logits[s]);
+    }
+  }
+
+  // Samples the request's next token from `logits` and reports it (or its end).
+  void Emit(Request& r, const at::Tensor& logits) {
+    const GenerationParams& p = r.params;
+    SampledToken next =
+        SampleToken(logits, model_->config().vocab_size, {p.temperature, p.top_k, p.top_p}, r.generator);
+    if (next.id == kEndOfText && !p.ignore_eos) {
+      Finish(r, {-1, 0, FinishReason::kEos, ""});
+      return;
+    }
+    ++r.generated;
+    r.next = static_cast<int32_t>(next.id);
+    const bool last = r.generated >= p.max_tokens;
+    r.callback({r.next, static_cast<float>(next.logprob), last ? FinishReason::kLength : FinishReason::kNone, ""});
+    if (last) Release(r);
+  }
+
+  void Finish(Request& r, const TokenEvent& e) {
+    r.callback(e);
+    Release(r);
+  }
+
+  void Release(Request& r) {
+    if (r.slot < 0) return;
+    slot_of_[r.slot] = nullptr;
+    --active_;
+    std::lock_guard lock(mu_);
+    free_.push_back(r.slot);
+    r.slot = -1;
+  }
+
+  void PublishStats() {
+    int64_t used = 0;
+    for (const auto& r : slot_of_)
+      if (r) used += r->len + 1;
+    std::lock_guard lock(mu_);
+    stats_.slots = S_;
+    stats_.active = active_;
+    stats_.queued = static_cast<int64_t>(queue_.size());
+    stats_.decode_steps = decode_steps_;
+    stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
+  }
+
+  GPT model_;
+  c10::Device device_;
+  EngineOptions opts_;
+  int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
+  std::vector<at::Tensor> k_, v_;  // per layer (S,NH,T,HS)
+
+  // Engine thread only.
+  std::vector<std::shared_ptr<Request>> slot_of_;
+  std::atomic<int64_t> active_{0};
+  int64_t decode_steps_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Request>> queue_;
+  std::vector<int64_t> free_;
+  std::set<int64_t> cancelled_;
+  int64_t next_id_ = 0;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_dir, const EngineOptions& options) {
+  c10::Device device(c10::kCPU);
+  try {
+    device = c10::Device(options.device);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(absl::StrCat("device: expected cpu or cuda:N, got ", options.device));
+  }
+  if (options.kv_cache_bytes <= 0) return absl::InvalidArgumentError("kv_cache_bytes: must be > 0");
+  if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
+  absl::StatusOr<GPT> model = LoadHfModel(model_dir);
+  if (!model.ok()) return model.status();
+  (*model)->to(device);
+  (*model)->eval();
+  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(*std::move(model), options, device)));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+absl::StatusOr<int64_t> Engine::Submit(GenerationParams params, Callback callback) {
+  return impl_->Submit(std::move(params), std::move(callback));
+}
+void Engine::Cancel(int64_t id) { impl_->Cancel(id); }
+EngineStats Engine::stats() const { return impl_->stats(); }
+const GPTConfig& Engine::config() const { return impl_->config(); }
+
+}  // namespace gpt2

@@ -1,0 +1,86 @@
+// The inference engine of a serving replica: one GPT-2 on one device, a KV cache of fixed slots
+// sized from a memory budget, and continuous (iteration-level) batching. Requests join between
+// decode steps (their prompt is prefilled into a free slot), finished or cancelled ones leave, and
+// every running request advances one token per decode step.
+//
+// Batching never changes a result: a decode step always runs over every slot (free ones are
+// padding) and attends over the whole context under a mask, so each request's arithmetic has the
+// same shapes whatever else is running; prefill runs one prompt at a time; each request draws from
+// its own seeded generator. Greedy and seeded outputs are therefore bit-identical alone and in any
+// batch (tested).
+//
+// No libtorch in this header: the gRPC side of the worker includes it (docs/process-model.md).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/model/config.h"
+
+namespace gpt2 {
+
+enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kError };
+
+struct GenerationParams {
+  std::vector<int32_t> prompt;  // token ids, 1 <= size, each < vocab_size
+  double temperature = 1.0;     // 0 = greedy
+  int64_t top_k = 0;            // 0 = all tokens
+  double top_p = 1.0;           // 1 = no nucleus cut
+  uint64_t seed = 0;
+  int64_t max_tokens = 16;  // > 0; prompt + max_tokens <= the model's context
+  bool ignore_eos = false;  // else <|endoftext|> ends the request (it is not returned)
+};
+
+// One step of a request's life, delivered on the engine's thread (keep the callback short).
+struct TokenEvent {
+  int32_t token = -1;                         // -1 when the event only finishes the request
+  float logprob = 0;                          // log p(token) under the model's unmodified distribution
+  FinishReason finish = FinishReason::kNone;  // set on the request's last event
+  std::string error;                          // with kError
+};
+
+struct EngineOptions {
+  std::string device = "cpu";
+  int64_t kv_cache_bytes = int64_t{1} << 30;  // memory for the KV cache
+  int64_t max_slots = 0;                      // cap on concurrent requests; 0 = what the budget allows
+  int64_t max_queue = 256;                    // waiting requests beyond this: RESOURCE_EXHAUSTED
+};
+
+struct EngineStats {
+  int64_t slots = 0, active = 0, queued = 0;
+  int64_t decode_steps = 0;
+  double kv_cache_usage = 0;  // used token positions / all token positions
+};
+
+class Engine {
+ public:
+  using Callback = std::function<void(const TokenEvent&)>;
+
+  // Loads a Hugging Face GPT-2 directory (config.json + model.safetensors) onto the device.
+  static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& model_dir, const EngineOptions& options);
+  ~Engine();
+
+  // Queues a request; returns its id. INVALID_ARGUMENT naming the field for bad parameters,
+  // RESOURCE_EXHAUSTED when the queue is full. Thread-safe.
+  absl::StatusOr<int64_t> Submit(GenerationParams params, Callback callback);
+  // Ends a request within one decode step (its last event says kCancelled). Thread-safe.
+  void Cancel(int64_t id);
+  EngineStats stats() const;
+  const GPTConfig& config() const;
+
+  class Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks parameters against a model config without an engine (INVALID_ARGUMENT naming the field).
+absl::Status ValidateGeneration(const GenerationParams& params, const GPTConfig& config);
+
+}  // namespace gpt2
