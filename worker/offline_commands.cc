@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +16,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
+#include "worker/serve/engine.h"
 #include "worker/tokenizer/stream_decoder.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -89,50 +93,77 @@ int RunScore(const ScoreOptions& o, std::ostream& out, std::ostream& err) {
 }
 
 int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
-  SamplingOptions sampling{o.temperature, o.top_k, o.top_p};
-  if (absl::Status s = ValidateSampling(sampling); !s.ok()) return Fail(err, s, 2);
   if (o.max_new_tokens < 0) return Fail(err, absl::InvalidArgumentError("max-new-tokens must be >= 0"), 2);
   absl::StatusOr<Tokenizer> tok = LoadTokenizer(o.vocab);
   if (!tok.ok()) return Fail(err, tok.status());
-  absl::StatusOr<GPT> model = LoadHfModel(o.model_dir);
-  if (!model.ok()) return Fail(err, model.status());
-  const GPTConfig& cfg = (*model)->config();
+  // The serving engine with one slot: offline samples are exactly what a replica would serve.
+  EngineOptions engine_options;
+  engine_options.max_slots = 1;
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(o.model_dir, engine_options);
+  if (!engine.ok()) return Fail(err, engine.status());
 
-  std::vector<TokenId> ids = tok->encode_ordinary(o.prompt);
-  if (ids.empty()) ids.push_back(tok->eot_token());  // an empty prompt starts a new document
-  const size_t prompt_len = ids.size();
-  at::Generator gen = MakeGenerator(o.seed);
-  StreamDecoder decoder(*tok);
+  GenerationParams params;
+  for (TokenId id : tok->encode_ordinary(o.prompt)) params.prompt.push_back(static_cast<int32_t>(id));
+  if (params.prompt.empty()) params.prompt.push_back(tok->eot_token());  // an empty prompt starts a new document
+  params.temperature = o.temperature;
+  params.top_k = o.top_k;
+  params.top_p = o.top_p;
+  params.seed = o.seed;
+  params.max_tokens = o.max_new_tokens;
+  params.ignore_eos = o.ignore_eos;
+
+  std::vector<TokenId> tokens;
   std::string text;
-  if (!o.json) out << o.prompt << std::flush;
-
-  torch::InferenceMode inference;
   std::string finish = "length";
-  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    const int64_t end = static_cast<int64_t>(ids.size());
-    torch::Tensor logits = (*model)->forward(ToTensor(ids, std::max<int64_t>(0, end - cfg.n_positions), end));
-    SampledToken next = SampleToken(logits[0][-1], cfg.vocab_size, sampling, gen);
-    if (next.id == tok->eot_token() && !o.ignore_eos) {
-      finish = "eos";
-      break;
+  if (o.max_new_tokens > 0) {
+    if (absl::Status s = ValidateGeneration(params, (*engine)->config()); !s.ok()) return Fail(err, s, 2);
+    // Events arrive on the engine's thread; this one prints them in order.
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<TokenEvent> events;
+    absl::StatusOr<int64_t> id = (*engine)->Submit(params, [&](const TokenEvent& e) {
+      std::lock_guard lock(mu);
+      events.push_back(e);
+      cv.notify_all();
+    });
+    if (!id.ok()) return Fail(err, id.status(), 2);
+    if (!o.json) out << o.prompt << std::flush;
+    StreamDecoder decoder(*tok);
+    for (bool done = false; !done;) {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return !events.empty(); });
+      TokenEvent e = events.front();
+      events.pop_front();
+      lock.unlock();
+      if (e.token >= 0) {
+        tokens.push_back(static_cast<TokenId>(e.token));
+        absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
+        if (!delta.ok()) return Fail(err, delta.status());
+        text += *delta;
+        if (!o.json) out << *delta << std::flush;
+      }
+      if (e.finish != FinishReason::kNone) {
+        done = true;
+        if (e.finish == FinishReason::kEos) finish = "eos";
+        if (e.finish == FinishReason::kCancelled || e.finish == FinishReason::kError)
+          return Fail(err, absl::InternalError(absl::StrCat("generation stopped: ", e.error)));
+      }
     }
-    ids.push_back(static_cast<TokenId>(next.id));
-    absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(next.id));
-    if (!delta.ok()) return Fail(err, delta.status());
-    text += *delta;
-    if (!o.json) out << *delta << std::flush;
+    std::string rest = decoder.finish();
+    text += rest;
+    if (!o.json) out << rest;
+  } else if (!o.json) {
+    out << o.prompt;
   }
-  std::string rest = decoder.finish();
-  text += rest;
   if (o.json) {
     nlohmann::ordered_json j;
     j["prompt"] = o.prompt;
     j["text"] = text;
-    j["tokens"] = std::vector<TokenId>(ids.begin() + static_cast<int64_t>(prompt_len), ids.end());
+    j["tokens"] = tokens;
     j["finish_reason"] = finish;
     out << j.dump() << "\n";
   } else {
-    out << rest << "\n";
+    out << "\n";
   }
   return 0;
 }
