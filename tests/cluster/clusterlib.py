@@ -134,7 +134,7 @@ class Cluster:
     def start_gpt2d(self):
         args = [GPT2D, "--listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}", "--db", self.db,
                 "--checkpoint-root", self.root / "runs", "--heartbeat-interval", "0.5", "--heartbeat-timeout", "4",
-                "--recovery-grace", "15", "--rendezvous-ports", f"{30000 + os.getpid() % 20000}-{30099 + os.getpid() % 20000}",
+                "--recovery-grace", "15", "--rendezvous-ports", self.rendezvous_ports(),
                 *self.gpt2d_args]
         if self.token:
             tf = self.root / "token"
@@ -144,6 +144,13 @@ class Cluster:
         wait_for(lambda: self._http_ok(self.http_port) or not self.gpt2d.alive(), 30, "gpt2d's /healthz")
         assert self.gpt2d.alive(), self.gpt2d.output()
         return self.gpt2d
+
+    @staticmethod
+    def rendezvous_ports():
+        """100 ports below the kernel's ephemeral range (so no outgoing connection holds one),
+        different for concurrent test runs."""
+        base = 20000 + (os.getpid() % 100) * 100
+        return f"{base}-{base + 99}"
 
     def start_worker(self, name, *, token=None, wait=True):
         http = self.worker_http.setdefault(name, free_port())
