@@ -11,6 +11,7 @@
 #include "worker/agent/agent.h"
 #include "worker/data/prep_command.h"
 #include "worker/offline_commands.h"
+#include "worker/serve/serve_command.h"
 #include "worker/tokenizer/tokenize_command.h"
 #include "worker/tokenizer/tokenizer.h"
 #include "worker/train_command.h"
@@ -133,11 +134,27 @@ int main(int argc, char** argv) {
       ->add_option("--collective-timeout", collective_timeout_s, "Seconds before a silent peer rank is declared dead")
       ->capture_default_str();
 
+  gpt2::ServeOptions serve;
+  CLI::App* serve_cmd =
+      app.add_subcommand("serve", "One serving replica on its own: GenerateService over a checkpoint");
+  serve_cmd->add_option("--model", serve.model_dir, "Checkpoint directory (config.json + model.safetensors)")
+      ->required();
+  serve_cmd->add_option("--listen", serve.listen, "gRPC address")->capture_default_str();
+  serve_cmd->add_option("--http-listen", serve.http_listen, "Address for /metrics and /healthz; empty: none")
+      ->capture_default_str();
+  serve_cmd->add_option("--device", serve.device, "cpu or cuda:N")->capture_default_str();
+  serve_cmd->add_option("--kv-cache-mb", serve.kv_cache_mb, "Memory for the KV cache (MiB)")->capture_default_str();
+  serve_cmd->add_option("--max-slots", serve.max_slots, "Most concurrent requests (0: what the KV budget allows)")
+      ->capture_default_str();
+  serve_cmd->add_option("--max-queue", serve.max_queue, "Most waiting requests before RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
+
   CLI11_PARSE(app, argc, argv);
   std::ios::sync_with_stdio(false);
-  score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = agent.vocab = vocab;
+  score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = agent.vocab = serve.vocab = vocab;
 
-  if (*run_cmd) {
+  if (*run_cmd || *serve_cmd) {
     if (!token_file.empty()) {
       absl::StatusOr<std::string> t = gpt2::ReadTokenFile(token_file);
       if (!t.ok()) {
@@ -162,7 +179,7 @@ int main(int argc, char** argv) {
       sigwait(&signals, &sig);
       stop = true;
     }).detach();
-    return gpt2::RunAgent(agent, stop);
+    return *serve_cmd ? gpt2::RunServeCommand(serve, stop) : gpt2::RunAgent(agent, stop);
   }
 
   try {

@@ -1,0 +1,227 @@
+#include "worker/serve/generate_service.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "worker/tokenizer/stream_decoder.h"
+
+namespace gpt2 {
+namespace {
+
+namespace v1 = ::gpt2d::v1;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxStops = 8;
+constexpr int64_t kDefaultMaxTokens = 16;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kEos:
+      return v1::FINISH_REASON_EOS;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    default:
+      return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+// The request's parameters for the engine, or INVALID_ARGUMENT naming the field.
+absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok,
+                                          const GPTConfig& config) {
+  GenerationParams p;
+  if (!req.prompt().empty() && req.prompt_tokens_size() > 0)
+    return absl::InvalidArgumentError("prompt: set either prompt or prompt_tokens, not both");
+  if (req.prompt_tokens_size() > 0) {
+    p.prompt.assign(req.prompt_tokens().begin(), req.prompt_tokens().end());
+  } else {
+    for (TokenId id : tok.encode_ordinary(req.prompt())) p.prompt.push_back(static_cast<int32_t>(id));
+    if (p.prompt.empty()) p.prompt.push_back(tok.eot_token());  // an empty prompt starts a new document
+  }
+  const v1::SamplingParams& s = req.sampling();
+  p.temperature = s.has_temperature() ? s.temperature() : 1.0;
+  p.top_k = s.top_k();
+  if (s.top_p() < 0 || s.top_p() > 1)
+    return absl::InvalidArgumentError(absl::StrCat("sampling.top_p: must be in [0, 1] (0 = off), got ", s.top_p()));
+  p.top_p = s.top_p() == 0 ? 1.0 : s.top_p();
+  p.seed = s.has_seed() ? s.seed() : std::random_device{}();
+  if (s.max_tokens() < 0)
+    return absl::InvalidArgumentError(absl::StrCat("sampling.max_tokens: must be > 0, got ", s.max_tokens()));
+  p.max_tokens = s.max_tokens() == 0 ? kDefaultMaxTokens : s.max_tokens();
+  p.ignore_eos = s.ignore_eos();
+  if (s.stop_size() > kMaxStops)
+    return absl::InvalidArgumentError(absl::StrCat("sampling.stop: at most ", kMaxStops, " strings"));
+  for (int i = 0; i < s.stop_size(); ++i)
+    if (s.stop(i).empty()) return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "]: empty"));
+  if (absl::Status st = ValidateGeneration(p, config); !st.ok()) {
+    std::string msg(st.message());
+    // The engine names its own fields; the API's live under sampling.
+    for (const char* f : {"temperature:", "top_k:", "top_p:", "max_tokens:"})
+      if (msg.rfind(f, 0) == 0) msg = "sampling." + msg;
+    return absl::InvalidArgumentError(msg);
+  }
+  return p;
+}
+
+// Events of one request, from the engine's thread to the RPC's.
+struct Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<TokenEvent> events;
+};
+
+}  // namespace
+
+GenerateServiceImpl::GenerateServiceImpl(std::shared_ptr<Engine> engine, ModelVersion version, Tokenizer tokenizer,
+                                         ServeMetrics& metrics)
+    : engine_(std::move(engine)), version_(std::move(version)), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
+  metrics_.CheckpointStep(version_.step);
+  poller_ = std::thread([this] {
+    while (!stop_) {
+      EngineStats s = engine_->stats();
+      metrics_.Engine(s.active, s.queued, s.kv_cache_usage);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+}
+
+GenerateServiceImpl::~GenerateServiceImpl() {
+  stop_ = true;
+  if (poller_.joinable()) poller_.join();
+}
+
+grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
+                                        const std::function<bool(const v1::GenerateResponse&)>& emit) {
+  const auto arrived = Clock::now();
+  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine_->config());
+  if (!params.ok()) return ToGrpcStatus(params.status());
+  const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
+  auto inbox = std::make_shared<Inbox>();
+  absl::StatusOr<int64_t> id = engine_->Submit(*params, [inbox](const TokenEvent& e) {
+    std::lock_guard lock(inbox->mu);
+    inbox->events.push_back(e);
+    inbox->cv.notify_all();
+  });
+  if (!id.ok()) return ToGrpcStatus(id.status());
+
+  const std::vector<std::string> stops(req.sampling().stop().begin(), req.sampling().stop().end());
+  StreamDecoder decoder(tokenizer_);
+  std::string unsent;  // decoded text held back while it could still become a stop sequence
+  int64_t completion = 0;
+  bool cancel_sent = false, client_gone = false;
+  FinishReason finish = FinishReason::kNone;
+  std::optional<Clock::time_point> first, previous;
+  while (finish == FinishReason::kNone) {
+    std::deque<TokenEvent> batch;
+    {
+      std::unique_lock lock(inbox->mu);
+      inbox->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return !inbox->events.empty(); });
+      batch.swap(inbox->events);
+    }
+    if (!cancel_sent && (client_gone || ctx->IsCancelled())) {
+      engine_->Cancel(*id);  // the slot is free after the engine's current step
+      cancel_sent = true;
+    }
+    v1::GenerateResponse out;
+    for (const TokenEvent& e : batch) {
+      if (finish != FinishReason::kNone) break;  // after a stop sequence: the rest is discarded
+      if (e.token >= 0) {
+        const auto now = Clock::now();
+        if (!first) {
+          first = now;
+          metrics_.FirstToken(Seconds(now - arrived));
+        } else {
+          metrics_.InterToken(Seconds(now - *previous));
+        }
+        previous = now;
+        ++completion;
+        out.add_token_ids(e.token);
+        if (req.sampling().logprobs()) out.add_logprobs(e.logprob);
+        absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
+        if (delta.ok()) unsent += *delta;
+      }
+      if (e.finish != FinishReason::kNone) {
+        finish = e.finish;
+        unsent += decoder.finish();
+      }
+      if (!stops.empty()) {
+        size_t cut = std::string::npos;
+        for (const std::string& s : stops) cut = std::min(cut, unsent.find(s));
+        if (cut != std::string::npos) {
+          unsent.resize(cut);
+          if (finish == FinishReason::kNone) {
+            finish = FinishReason::kStop;
+            if (!cancel_sent) engine_->Cancel(*id);
+            cancel_sent = true;
+          }
+        }
+      }
+    }
+    // Send what can no longer become the start of a stop sequence.
+    size_t keep = 0;
+    if (finish == FinishReason::kNone) {
+      for (const std::string& s : stops)
+        for (size_t n = std::min(s.size() - 1, unsent.size()); n > keep; --n)
+          if (unsent.compare(unsent.size() - n, n, s, 0, n) == 0) keep = std::max(keep, n);
+    }
+    out.set_text(unsent.substr(0, unsent.size() - keep));
+    unsent.erase(0, unsent.size() - keep);
+    if (finish != FinishReason::kNone) {
+      out.set_done(true);
+      out.set_finish_reason(ToProto(finish));
+      v1::Usage& u = *out.mutable_usage();
+      u.set_prompt_tokens(static_cast<int32_t>(prompt_tokens));
+      u.set_completion_tokens(static_cast<int32_t>(completion));
+      u.set_time_to_first_token_seconds(first ? Seconds(*first - arrived) : 0);
+      u.set_duration_seconds(Seconds(Clock::now() - arrived));
+      v1::ModelVersion& m = *out.mutable_model();
+      m.set_job_id(version_.job_id);
+      m.set_step(version_.step);
+      m.set_path(version_.path);
+    }
+    if ((!out.text().empty() || out.token_ids_size() > 0 || out.done()) && !client_gone) client_gone = !emit(out);
+  }
+  metrics_.Duration(Seconds(Clock::now() - arrived));
+  metrics_.Tokens(prompt_tokens, completion);
+  if (finish == FinishReason::kCancelled || client_gone)
+    return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+  if (finish == FinishReason::kError) return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed");
+  return grpc::Status::OK;
+}
+
+grpc::Status GenerateServiceImpl::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                           grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  grpc::Status s = Serve(ctx, *req, [&](const v1::GenerateResponse& r) { return writer->Write(r); });
+  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())));
+  return s;
+}
+
+grpc::Status GenerateServiceImpl::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                           v1::CompleteResponse* resp) {
+  grpc::Status s = Serve(ctx, *req, [&](const v1::GenerateResponse& r) {
+    resp->mutable_text()->append(r.text());
+    resp->mutable_token_ids()->MergeFrom(r.token_ids());
+    resp->mutable_logprobs()->MergeFrom(r.logprobs());
+    if (r.done()) {
+      resp->set_finish_reason(r.finish_reason());
+      *resp->mutable_usage() = r.usage();
+      *resp->mutable_model() = r.model();
+    }
+    return true;
+  });
+  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())));
+  return s;
+}
+
+}  // namespace gpt2

@@ -1,0 +1,51 @@
+// A serving replica's face: gpt2d.v1.GenerateService over the engine. It validates a request
+// (INVALID_ARGUMENT naming the field), tokenizes the prompt, streams UTF-8-safe text deltas with
+// their token ids as the engine produces them, applies stop sequences, and ends with the finish
+// reason, token counts, timings and the checkpoint that served it. A cancelled or disconnected
+// client frees its slot within one decode step; a full queue is RESOURCE_EXHAUSTED at once.
+//
+// gRPC side: no libtorch here (engine.h is plain C++).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "gpt2d/v1/generate.grpc.pb.h"
+#include "worker/serve/engine.h"
+#include "worker/serve/serve_metrics.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace gpt2 {
+
+struct ModelVersion {
+  std::string job_id, path;
+  int64_t step = 0;
+};
+
+class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
+ public:
+  GenerateServiceImpl(std::shared_ptr<Engine> engine, ModelVersion version, Tokenizer tokenizer, ServeMetrics& metrics);
+  ~GenerateServiceImpl() override;
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest* req,
+                        grpc::ServerWriter<gpt2d::v1::GenerateResponse>* writer) override;
+  grpc::Status Complete(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest* req,
+                        gpt2d::v1::CompleteResponse* resp) override;
+
+ private:
+  // Runs one request, handing each piece to `emit` (false from emit = the client is gone).
+  class Run;
+  grpc::Status Serve(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest& req,
+                     const std::function<bool(const gpt2d::v1::GenerateResponse&)>& emit);
+
+  std::shared_ptr<Engine> engine_;
+  ModelVersion version_;
+  Tokenizer tokenizer_;
+  ServeMetrics& metrics_;
+  std::atomic<bool> stop_{false};
+  std::thread poller_;  // engine gauges for /metrics
+};
+
+}  // namespace gpt2

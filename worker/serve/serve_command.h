@@ -1,0 +1,26 @@
+// `gpt2-worker serve`: one serving replica on its own (no gpt2d): GenerateService on --listen over
+// the engine, /metrics and /healthz on --http-listen. Plain C++ header.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace gpt2 {
+
+struct ServeOptions {
+  std::string model_dir;
+  std::string listen = "0.0.0.0:50061";
+  std::string http_listen = "0.0.0.0:9402";
+  std::string device = "cpu";
+  std::string vocab;
+  std::string job_id;  // reported as the served model's job (empty: none)
+  int64_t kv_cache_mb = 1024;
+  int64_t max_slots = 0;  // 0: what the KV budget allows
+  int64_t max_queue = 256;
+};
+
+// Runs until `stop`; returns the process exit code.
+int RunServeCommand(const ServeOptions& options, const std::atomic<bool>& stop);
+
+}  // namespace gpt2

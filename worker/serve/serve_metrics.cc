@@ -1,0 +1,56 @@
+#include "worker/serve/serve_metrics.h"
+
+namespace gpt2 {
+namespace {
+
+// 1 ms .. 60 s: a GPU's inter-token latency and a CPU's time to first token on one scale.
+const prometheus::Histogram::BucketBoundaries kLatency = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                          0.5,   1,      2.5,   5,    10,    30,   60};
+
+prometheus::Histogram& Latency(prometheus::Registry& r, const std::string& name, const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add({}, kLatency);
+}
+
+prometheus::Gauge& Gauge(prometheus::Registry& r, const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+
+}  // namespace
+
+ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
+    : requests_(prometheus::BuildCounter()
+                    .Name("gpt2_generate_requests_total")
+                    .Help("Generate and Complete calls by gRPC status code.")
+                    .Register(*r)),
+      ttft_(Latency(*r, "gpt2_generate_time_to_first_token_seconds",
+                    "From arrival to the first token (queue + prefill).")),
+      itl_(Latency(*r, "gpt2_generate_inter_token_latency_seconds",
+                   "Between consecutive tokens of a request (decode).")),
+      duration_(Latency(*r, "gpt2_generate_request_duration_seconds", "From arrival to the last token.")),
+      tokens_(prometheus::BuildCounter()
+                  .Name("gpt2_generate_tokens_total")
+                  .Help("Tokens processed, by kind: prompt or completion.")
+                  .Register(*r)),
+      prompt_tokens_(tokens_.Add({{"kind", "prompt"}})),
+      completion_tokens_(tokens_.Add({{"kind", "completion"}})),
+      batch_(Gauge(*r, "gpt2_serve_batch_size", "Requests in the engine's running batch.")),
+      queue_(Gauge(*r, "gpt2_serve_queue_depth", "Requests waiting for a KV-cache slot.")),
+      kv_(Gauge(*r, "gpt2_serve_kv_cache_usage_ratio", "Used KV-cache positions / all positions.")),
+      step_(Gauge(*r, "gpt2_serve_checkpoint_step", "Training step of the checkpoint being served.")) {}
+
+void ServeMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
+void ServeMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
+void ServeMetrics::InterToken(double seconds) { itl_.Observe(seconds); }
+void ServeMetrics::Duration(double seconds) { duration_.Observe(seconds); }
+void ServeMetrics::Tokens(int64_t prompt, int64_t completion) {
+  prompt_tokens_.Increment(static_cast<double>(prompt));
+  completion_tokens_.Increment(static_cast<double>(completion));
+}
+void ServeMetrics::Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage) {
+  batch_.Set(static_cast<double>(batch_size));
+  queue_.Set(static_cast<double>(queue_depth));
+  kv_.Set(kv_cache_usage);
+}
+void ServeMetrics::CheckpointStep(int64_t step) { step_.Set(static_cast<double>(step)); }
+
+}  // namespace gpt2

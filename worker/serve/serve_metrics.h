@@ -1,0 +1,37 @@
+// A serving replica's Prometheus metrics (names in docs/control-plane.md and ../shared/DESIGN.md):
+// requests by status code, time to first token, inter-token latency (decode steps only, prefill
+// excluded), request duration, prompt and completion tokens, batch size, queue depth, KV-cache
+// usage and the checkpoint step served. Histogram buckets span CPU (seconds) and GPU (ms). Thread-safe.
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+namespace gpt2 {
+
+class ServeMetrics {
+ public:
+  explicit ServeMetrics(std::shared_ptr<prometheus::Registry> registry);
+  void Request(const std::string& code);
+  void FirstToken(double seconds);
+  void InterToken(double seconds);
+  void Duration(double seconds);
+  void Tokens(int64_t prompt, int64_t completion);
+  void Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage);
+  void CheckpointStep(int64_t step);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram &ttft_, &itl_, &duration_;
+  prometheus::Family<prometheus::Counter>& tokens_;
+  prometheus::Counter &prompt_tokens_, &completion_tokens_;
+  prometheus::Gauge &batch_, &queue_, &kv_, &step_;
+};
+
+}  // namespace gpt2
