@@ -149,6 +149,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-queue", serve.max_queue, "Most waiting requests before RESOURCE_EXHAUSTED")
       ->capture_default_str();
   serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
+  serve_cmd->add_option(
+      "--follow", serve.follow_dir,
+      "Hot-load every newer step_* checkpoint that appears in this directory (a job's checkpoint dir)");
 
   CLI11_PARSE(app, argc, argv);
   std::ios::sync_with_stdio(false);

@@ -164,3 +164,58 @@ def test_bad_parameters_name_the_field(replica):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt_tokens[0]" in e.value.details()
     done = replica.stub.Complete(replica.request("Hello", temperature=0, max_tokens=4), timeout=30)
     assert done.usage.completion_tokens == len(done.token_ids) <= 4
+
+
+def test_hot_load_under_load_fails_nothing_and_reports_each_new_step(tmp_path, shards):
+    """32 streams run while a training job writes 3 checkpoints that the replica follows."""
+    ckpt = tmp_path / "checkpoints"
+    initial = tmp_path / "step_00000000"
+    subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "2", "--n-head", "4", "--n-embd", "64",
+                    "--n-positions", "64", "--seed", "1", "--out", str(initial)], check=True, capture_output=True)
+    spec = cl.small_spec(shards, steps=30, world=1, checkpoint_every=10, accum=8)
+    spec["checkpoint"].update({"dir": str(ckpt), "keep_last": 3})
+    spec_path = cl.write_yaml(tmp_path / "job.yaml", spec)
+    r = Replica(initial, tmp_path, "--max-slots", "32", "--follow", ckpt)
+    trainer = subprocess.Popen([str(cl.WORKER), "train", "--spec", str(spec_path)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    results, errors, done = [], [], threading.Event()
+
+    def client(i):
+        while not done.is_set():
+            try:
+                msgs = r.stream(PROMPTS[i % len(PROMPTS)], temperature=0 if i % 2 else 0.8, seed=i, max_tokens=24,
+                                ignore_eos=True)
+                results.append((i, msgs[-1].model.step, msgs[-1].done, msgs[-1].usage.completion_tokens,
+                                sum(len(m.token_ids) for m in msgs)))
+            except grpc.RpcError as e:
+                errors.append(e)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    try:
+        for t in threads:
+            t.start()
+        assert trainer.wait(300) == 0, trainer.stderr.read()
+        cl.wait_for(lambda: r.metric("gpt2_serve_checkpoint_step") == 30, 60, "the replica to serve step 30")
+        seen_30 = len([x for x in results if x[1] == 30])
+        cl.wait_for(lambda: len([x for x in results if x[1] == 30]) >= seen_30 + 32, 120, "responses from step 30")
+        # A corrupt checkpoint: the replica keeps serving step 30 and says why.
+        bad = ckpt / "step_00000040"
+        bad.mkdir()
+        (bad / "config.json").write_text((ckpt / "step_00000030" / "config.json").read_text())
+        (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+        cl.wait_for(lambda: r.metric('gpt2_serve_checkpoint_loads_total{result="error"}') == 1, 30, "the failed load")
+        assert r.metric("gpt2_serve_checkpoint_step") == 30
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+        trainer.kill()
+        r.stop()
+    assert not errors, errors[:3]
+    assert all(ok and n == 24 and m == 24 for _, _, ok, n, m in results), "a truncated response"
+    steps = {s for _, s, _, _, _ in results}
+    assert {0, 30} <= steps <= {0, 10, 20, 30}
+    for i in range(32):  # each client's responses move forward through the checkpoints, never back
+        mine = [s for j, s, *_ in results if j == i]
+        assert mine == sorted(mine)
+    assert "kept the current weights" in r.proc.output() and "step_00000040" in r.proc.output()
+    assert results[-1][1] == 30

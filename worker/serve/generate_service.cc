@@ -83,14 +83,14 @@ struct Inbox {
 
 }  // namespace
 
-GenerateServiceImpl::GenerateServiceImpl(std::shared_ptr<Engine> engine, ModelVersion version, Tokenizer tokenizer,
-                                         ServeMetrics& metrics)
-    : engine_(std::move(engine)), version_(std::move(version)), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
-  metrics_.CheckpointStep(version_.step);
+GenerateServiceImpl::GenerateServiceImpl(Replica& replica, Tokenizer tokenizer, ServeMetrics& metrics)
+    : replica_(replica), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
   poller_ = std::thread([this] {
     while (!stop_) {
-      EngineStats s = engine_->stats();
+      Replica::Current cur = replica_.current();
+      EngineStats s = cur.engine->stats();
       metrics_.Engine(s.active, s.queued, s.kv_cache_usage);
+      metrics_.CheckpointStep(cur.version.step);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   });
@@ -104,11 +104,13 @@ GenerateServiceImpl::~GenerateServiceImpl() {
 grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                         const std::function<bool(const v1::GenerateResponse&)>& emit) {
   const auto arrived = Clock::now();
-  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine_->config());
+  const Replica::Current cur = replica_.current();  // held to the end: a hot-load never changes it
+  Engine& engine = *cur.engine;
+  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine.config());
   if (!params.ok()) return ToGrpcStatus(params.status());
   const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
   auto inbox = std::make_shared<Inbox>();
-  absl::StatusOr<int64_t> id = engine_->Submit(*params, [inbox](const TokenEvent& e) {
+  absl::StatusOr<int64_t> id = engine.Submit(*params, [inbox](const TokenEvent& e) {
     std::lock_guard lock(inbox->mu);
     inbox->events.push_back(e);
     inbox->cv.notify_all();
@@ -130,7 +132,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
       batch.swap(inbox->events);
     }
     if (!cancel_sent && (client_gone || ctx->IsCancelled())) {
-      engine_->Cancel(*id);  // the slot is free after the engine's current step
+      engine.Cancel(*id);  // the slot is free after the engine's current step
       cancel_sent = true;
     }
     v1::GenerateResponse out;
@@ -162,7 +164,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
           unsent.resize(cut);
           if (finish == FinishReason::kNone) {
             finish = FinishReason::kStop;
-            if (!cancel_sent) engine_->Cancel(*id);
+            if (!cancel_sent) engine.Cancel(*id);
             cancel_sent = true;
           }
         }
@@ -186,9 +188,9 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
       u.set_time_to_first_token_seconds(first ? Seconds(*first - arrived) : 0);
       u.set_duration_seconds(Seconds(Clock::now() - arrived));
       v1::ModelVersion& m = *out.mutable_model();
-      m.set_job_id(version_.job_id);
-      m.set_step(version_.step);
-      m.set_path(version_.path);
+      m.set_job_id(cur.version.job_id);
+      m.set_step(cur.version.step);
+      m.set_path(cur.version.path);
     }
     if ((!out.text().empty() || out.token_ids_size() > 0 || out.done()) && !client_gone) client_gone = !emit(out);
   }

@@ -14,19 +14,16 @@
 
 #include "gpt2d/v1/generate.grpc.pb.h"
 #include "worker/serve/engine.h"
+#include "worker/serve/replica.h"
 #include "worker/serve/serve_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
-struct ModelVersion {
-  std::string job_id, path;
-  int64_t step = 0;
-};
-
 class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
  public:
-  GenerateServiceImpl(std::shared_ptr<Engine> engine, ModelVersion version, Tokenizer tokenizer, ServeMetrics& metrics);
+  // Each request runs on the replica's current engine when it arrives, to its end.
+  GenerateServiceImpl(Replica& replica, Tokenizer tokenizer, ServeMetrics& metrics);
   ~GenerateServiceImpl() override;
 
   grpc::Status Generate(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest* req,
@@ -36,12 +33,10 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
 
  private:
   // Runs one request, handing each piece to `emit` (false from emit = the client is gone).
-  class Run;
   grpc::Status Serve(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest& req,
                      const std::function<bool(const gpt2d::v1::GenerateResponse&)>& emit);
 
-  std::shared_ptr<Engine> engine_;
-  ModelVersion version_;
+  Replica& replica_;
   Tokenizer tokenizer_;
   ServeMetrics& metrics_;
   std::atomic<bool> stop_{false};

@@ -4,14 +4,13 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include <filesystem>
 #include <iostream>
-#include <regex>
 #include <thread>
 
 #include "common/http_server.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/generate_service.h"
+#include "worker/serve/replica.h"
 #include "worker/serve/serve_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -21,14 +20,6 @@ namespace {
 int Fail(const std::string& message, int code = 1) {
   std::cerr << "gpt2-worker: error: " << message << std::endl;
   return code;
-}
-
-// "runs/job-000001/step_00000300" -> 300; 0 for a directory not named like a checkpoint.
-int64_t StepOf(const std::string& dir) {
-  static const std::regex kStep(R"(step_0*([0-9]+))");
-  std::smatch m;
-  const std::string name = std::filesystem::path(dir).lexically_normal().filename().string();
-  return std::regex_match(name, m, kStep) ? std::stoll(m[1].str()) : 0;
 }
 
 }  // namespace
@@ -42,14 +33,22 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   eo.kv_cache_bytes = o.kv_cache_mb << 20;
   eo.max_slots = o.max_slots;
   eo.max_queue = o.max_queue;
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(o.model_dir, eo);
-  if (!engine.ok()) return Fail(std::string(engine.status().message()));
-  std::shared_ptr<Engine> shared = *std::move(engine);
+  absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
+  if (!replica.ok()) return Fail(std::string(replica.status().message()));
 
   auto registry = std::make_shared<prometheus::Registry>();
   ServeMetrics metrics(registry);
-  GenerateServiceImpl service(shared, {o.job_id, std::filesystem::absolute(o.model_dir).string(), StepOf(o.model_dir)},
-                              *tok, metrics);
+  GenerateServiceImpl service(**replica, *tok, metrics);
+  if (!o.follow_dir.empty()) {
+    (*replica)->Follow(o.follow_dir, std::chrono::seconds(1), [&metrics](const ModelVersion& v, const absl::Status& s) {
+      metrics.CheckpointLoad(s.ok());
+      if (s.ok())
+        std::cerr << "gpt2-worker: now serving " << v.path << " (step " << v.step << ")" << std::endl;
+      else
+        std::cerr << "gpt2-worker: kept the current weights: cannot load " << v.path << ": " << s.message()
+                  << std::endl;
+    });
+  }
   std::unique_ptr<HttpServer> http;
   if (!o.http_listen.empty()) {
     absl::StatusOr<std::unique_ptr<HttpServer>> h = HttpServer::Start(o.http_listen, registry, nullptr);
@@ -64,9 +63,9 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail("cannot listen on " + o.listen);
-  const EngineStats s = shared->stats();
-  std::cerr << "gpt2-worker: serving " << o.model_dir << " on " << o.listen << " (" << s.slots << " KV-cache slots of "
-            << shared->config().n_positions << " tokens)" << std::endl;
+  const Replica::Current cur = (*replica)->current();
+  std::cerr << "gpt2-worker: serving " << cur.version.path << " on " << o.listen << " (" << cur.engine->stats().slots
+            << " KV-cache slots of " << cur.engine->config().n_positions << " tokens)" << std::endl;
   while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;

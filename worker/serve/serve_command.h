@@ -14,7 +14,8 @@ struct ServeOptions {
   std::string http_listen = "0.0.0.0:9402";
   std::string device = "cpu";
   std::string vocab;
-  std::string job_id;  // reported as the served model's job (empty: none)
+  std::string job_id;      // reported as the served model's job (empty: none)
+  std::string follow_dir;  // hot-load each newer step_* that appears here (a job's checkpoint dir)
   int64_t kv_cache_mb = 1024;
   int64_t max_slots = 0;  // 0: what the KV budget allows
   int64_t max_queue = 256;

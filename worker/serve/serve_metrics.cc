@@ -36,7 +36,11 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
       batch_(Gauge(*r, "gpt2_serve_batch_size", "Requests in the engine's running batch.")),
       queue_(Gauge(*r, "gpt2_serve_queue_depth", "Requests waiting for a KV-cache slot.")),
       kv_(Gauge(*r, "gpt2_serve_kv_cache_usage_ratio", "Used KV-cache positions / all positions.")),
-      step_(Gauge(*r, "gpt2_serve_checkpoint_step", "Training step of the checkpoint being served.")) {}
+      step_(Gauge(*r, "gpt2_serve_checkpoint_step", "Training step of the checkpoint being served.")),
+      loads_(prometheus::BuildCounter()
+                 .Name("gpt2_serve_checkpoint_loads_total")
+                 .Help("Hot-loads of new checkpoints, by result (ok, error: the old weights kept serving).")
+                 .Register(*r)) {}
 
 void ServeMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
 void ServeMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
@@ -52,5 +56,6 @@ void ServeMetrics::Engine(int64_t batch_size, int64_t queue_depth, double kv_cac
   kv_.Set(kv_cache_usage);
 }
 void ServeMetrics::CheckpointStep(int64_t step) { step_.Set(static_cast<double>(step)); }
+void ServeMetrics::CheckpointLoad(bool ok) { loads_.Add({{"result", ok ? "ok" : "error"}}).Increment(); }
 
 }  // namespace gpt2

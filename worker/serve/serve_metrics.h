@@ -25,6 +25,7 @@ class ServeMetrics {
   void Tokens(int64_t prompt, int64_t completion);
   void Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage);
   void CheckpointStep(int64_t step);
+  void CheckpointLoad(bool ok);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
@@ -32,6 +33,7 @@ class ServeMetrics {
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Counter &prompt_tokens_, &completion_tokens_;
   prometheus::Gauge &batch_, &queue_, &kv_, &step_;
+  prometheus::Family<prometheus::Counter>& loads_;
 };
 
 }  // namespace gpt2
