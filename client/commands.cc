@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "client/format.h"
 #include "worker/train/spec.h"
 
@@ -34,7 +35,9 @@ Client::Client(GlobalOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)),
       channel_(std::move(channel)),
       jobs_(v1::JobService::NewStub(channel_)),
-      cluster_(v1::ClusterService::NewStub(channel_)) {}
+      cluster_(v1::ClusterService::NewStub(channel_)),
+      deployments_(v1::DeploymentService::NewStub(channel_)),
+      generate_(v1::GenerateService::NewStub(channel_)) {}
 
 std::unique_ptr<grpc::ClientContext> Client::UnaryContext() const {
   auto context = StreamContext();
@@ -72,6 +75,12 @@ int Client::Fail(const grpc::Status& status) const {
       }
       [[fallthrough]];
     case grpc::StatusCode::UNAVAILABLE: {
+      // Said by gpt2d itself (a deployment with no ready replica yet) rather than by the transport.
+      if (status.error_code() == grpc::StatusCode::UNAVAILABLE && channel_->GetState(false) == GRPC_CHANNEL_READY &&
+          !message.empty()) {
+        std::cerr << "error: " << message << " (retry later)\n";
+        return kExitUnreachable;
+      }
       std::string hint = "is it running? --server / GPT2D_SERVER";
       const std::string lower = absl::AsciiStrToLower(message);
       if (options_.channel.tls && (absl::StrContains(lower, "ssl") || absl::StrContains(lower, "handshake")))
@@ -81,6 +90,14 @@ int Client::Fail(const grpc::Status& status) const {
                                     : "is it running, and does it want TLS? --tls";
       std::cerr << "error: cannot reach gpt2d at " << address << ": " << message << " (" << hint << ")\n";
       return kExitUnreachable;
+    }
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: {
+      absl::string_view reason = message;
+      for (absl::string_view suffix : {"; retry later", ", retry later", " (retry later)", "; try again later"})
+        if (absl::ConsumeSuffix(&reason, suffix)) break;
+      std::cerr << "error: gpt2d is at capacity: " << (reason.empty() ? "RESOURCE_EXHAUSTED" : reason)
+                << " (retry later)\n";
+      return kExitFailed;
     }
     default:
       std::cerr << "error: " << absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())) << ": "
@@ -351,6 +368,108 @@ int GetWorker(Client& client, const std::string& worker_id) {
       {"Last heartbeat", FormatTimestampAndAge(w.last_heartbeat(), now)},
   };
   PrintFields(rows, std::cout);
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------------------------
+// deployments
+
+namespace {
+
+std::string DeploymentSource(const v1::Deployment& d) {
+  if (!d.follow_job().empty()) return "follows " + d.follow_job();
+  return OrDash(d.checkpoint());
+}
+
+std::string ReadyOfWanted(const v1::Deployment& d) { return absl::StrCat(d.ready_replicas(), "/", d.replicas()); }
+
+std::string ServingStep(const v1::Deployment& d) {
+  return d.ready_replicas() > 0 || d.serving_step() > 0 ? absl::StrCat(d.serving_step()) : "-";
+}
+
+std::string Replicas(int32_t n) { return absl::StrCat(n, n == 1 ? " replica" : " replicas"); }
+
+}  // namespace
+
+int CreateDeployment(Client& client, const CreateDeploymentOptions& options) {
+  if (options.checkpoint.empty() == options.follow_job.empty())
+    return UsageError("deploy create needs exactly one of --checkpoint DIR and --follow-job JOB_ID");
+  v1::CreateDeploymentRequest request;
+  v1::Deployment& d = *request.mutable_deployment();
+  d.set_name(options.name);
+  d.set_checkpoint(options.checkpoint);
+  d.set_follow_job(options.follow_job);
+  d.set_replicas(options.replicas);
+  v1::Deployment created;
+  grpc::Status status = client.deployments().CreateDeployment(client.UnaryContext().get(), request, &created);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(created, /*pretty=*/true) << std::endl;
+  } else {
+    std::cout << "deployment " << created.name() << " created (" << Replicas(created.replicas()) << ")" << std::endl;
+  }
+  return kExitOk;
+}
+
+int ListDeployments(Client& client) {
+  v1::ListDeploymentsResponse response;
+  grpc::Status status =
+      client.deployments().ListDeployments(client.UnaryContext().get(), v1::ListDeploymentsRequest(), &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  if (response.deployments().empty()) {
+    std::cerr << "No deployments (gpt2ctl deploy create).\n";
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  Table table({"NAME", "SOURCE", "REPLICAS", "STEP", "WORKERS", "AGE"});
+  for (const v1::Deployment& d : response.deployments()) {
+    table.AddRow({d.name(), DeploymentSource(d), ReadyOfWanted(d), ServingStep(d),
+                  d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ","), FormatAge(d.created_at(), now)});
+  }
+  table.Print(std::cout);
+  return kExitOk;
+}
+
+int GetDeployment(Client& client, const std::string& name) {
+  v1::GetDeploymentRequest request;
+  request.set_name(name);
+  v1::Deployment d;
+  grpc::Status status = client.deployments().GetDeployment(client.UnaryContext().get(), request, &d);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(d, /*pretty=*/true) << std::endl;
+    return kExitOk;
+  }
+  const int64_t now = NowUnixSeconds();
+  std::vector<std::pair<std::string, std::string>> rows = {{"Name", d.name()}};
+  if (!d.follow_job().empty()) {
+    rows.push_back({"Follows job", d.follow_job()});
+  } else {
+    rows.push_back({"Checkpoint", OrDash(d.checkpoint())});
+  }
+  rows.push_back({"Replicas", absl::StrCat(ReadyOfWanted(d), " ready")});
+  rows.push_back({"Serving step", ServingStep(d)});
+  rows.push_back({"Workers", d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ", ")});
+  rows.push_back({"Created", FormatTimestampAndAge(d.created_at(), now)});
+  PrintFields(rows, std::cout);
+  return kExitOk;
+}
+
+int DeleteDeployment(Client& client, const std::string& name) {
+  v1::DeleteDeploymentRequest request;
+  request.set_name(name);
+  v1::DeleteDeploymentResponse response;
+  grpc::Status status = client.deployments().DeleteDeployment(client.UnaryContext().get(), request, &response);
+  if (!status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
+  } else {
+    std::cout << "deployment " << name << " deleted" << std::endl;
+  }
   return kExitOk;
 }
 

@@ -180,4 +180,36 @@ std::string FormatProgress(const Progress& p) {
   return line;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+std::string FinishReasonName(gpt2d::v1::FinishReason reason) {
+  const std::string& name = gpt2d::v1::FinishReason_Name(reason);
+  if (name.empty()) return absl::StrFormat("reason_%d", static_cast<int>(reason));
+  return absl::AsciiStrToLower(StripPrefix(name, "FINISH_REASON_"));
+}
+
+std::string FormatGenerateSummary(gpt2d::v1::FinishReason reason, const gpt2d::v1::Usage& usage,
+                                  const gpt2d::v1::ModelVersion& model, std::optional<double> mean_logprob) {
+  const int32_t tokens = usage.completion_tokens();
+  std::string line =
+      absl::StrFormat("[finish: %s | %d token%s", FinishReasonName(reason), tokens, tokens == 1 ? "" : "s");
+  const double ttft = usage.time_to_first_token_seconds(), duration = usage.duration_seconds();
+  if (tokens > 0 && ttft > 0) absl::StrAppendFormat(&line, " | ttft %.3fs", ttft);
+  if (tokens > 1 && duration > ttft) {
+    absl::StrAppendFormat(&line, " | %.1f tok/s", (tokens - 1) / (duration - ttft));
+  } else if (tokens > 0 && duration > 0) {
+    absl::StrAppendFormat(&line, " | %.1f tok/s", tokens / duration);
+  }
+  if (mean_logprob) absl::StrAppendFormat(&line, " | mean logprob %.3f", *mean_logprob);
+  if (!model.job_id().empty()) {
+    absl::StrAppendFormat(&line, " | model %s step %d", model.job_id(), model.step());
+  } else if (!model.path().empty()) {
+    absl::StrAppendFormat(&line, " | model %s", model.path());
+  } else if (model.step() > 0) {
+    absl::StrAppendFormat(&line, " | model step %d", model.step());
+  }
+  return line + "]";
+}
+
 }  // namespace gpt2::ctl

@@ -15,6 +15,7 @@
 #include <google/protobuf/timestamp.pb.h>
 
 #include "gpt2d/v1/cluster.pb.h"
+#include "gpt2d/v1/generate.pb.h"
 #include "gpt2d/v1/jobs.pb.h"
 
 namespace gpt2::ctl {
@@ -85,5 +86,17 @@ struct Progress {
 // "step 40/100 [=======>            ]  40% | loss 5.1234 | val 5.3000 | 12,345 tok/s | ETA 1m20s";
 // parts that are unknown are left out.
 std::string FormatProgress(const Progress& p);
+
+// ---------------------------------------------------------------------------------------------
+// Generation
+
+// FINISH_REASON_LENGTH -> "length"; "eos", "stop", "cancelled".
+std::string FinishReasonName(gpt2d::v1::FinishReason reason);
+
+// "[finish: length | 24 tokens | ttft 0.123s | 45.6 tok/s | model job-000001 step 300]": tok/s counts
+// the tokens after the first over the time after it (the decode rate; ttft covers the prompt). A
+// model with no job is named by its path. mean_logprob, when given, is added before the model.
+std::string FormatGenerateSummary(gpt2d::v1::FinishReason reason, const gpt2d::v1::Usage& usage,
+                                  const gpt2d::v1::ModelVersion& model, std::optional<double> mean_logprob);
 
 }  // namespace gpt2::ctl

@@ -17,12 +17,12 @@ using namespace gpt2::ctl;
 constexpr char kExitCodes[] = R"(
 Exit codes:
   0    ok
-  1    a call to gpt2d failed, or the watched job FAILED
+  1    a call to gpt2d failed (RESOURCE_EXHAUSTED: at capacity), or the watched job FAILED
   2    usage error, a bad job spec, or gpt2d said INVALID_ARGUMENT
   3    gpt2d refused the token (UNAUTHENTICATED, PERMISSION_DENIED)
   4    the watched job was CANCELLED
-  5    gpt2d could not be reached or did not answer (UNAVAILABLE, DEADLINE_EXCEEDED)
-  6    no such job or worker (NOT_FOUND)
+  5    gpt2d could not be reached or did not answer, or no replica is ready (UNAVAILABLE, DEADLINE_EXCEEDED)
+  6    no such job, worker or deployment (NOT_FOUND)
   130  interrupted (Ctrl-C)
 )";
 
@@ -34,7 +34,21 @@ Examples:
   gpt2ctl -o json jobs get job-000001
   gpt2ctl checkpoints list job-000001
   gpt2ctl workers list
+  gpt2ctl deploy create default --follow-job job-000001 --replicas 2
+  gpt2ctl deploy list
+  gpt2ctl generate "Hello, I'm a language model," --max-tokens 32 --temperature 0.8 --top-k 50
+  echo -n "Once upon a time" | gpt2ctl generate - --deployment tiny --seed 42 --stop "."
 )";
+
+// Integers that must be 1 or more (CLI::PositiveNumber's message quotes DBL_MAX in full).
+const CLI::Validator kAtLeastOne(
+    [](std::string& text) {
+      int64_t n = 0;
+      if (!CLI::detail::lexical_cast(text, n)) return "not an integer: " + text;
+      if (n < 1) return "must be at least 1, got " + text;
+      return std::string();
+    },
+    "", "AT_LEAST_ONE");
 
 // The innermost (sub)command that was named on the command line.
 CLI::App* DeepestParsed(CLI::App* app) {
@@ -51,7 +65,7 @@ void DiscardGrpcLog(gpr_log_func_args*) {}
 
 int main(int argc, char** argv) {
   if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DiscardGrpcLog);
-  CLI::App app{"gpt2ctl: submit, watch and inspect gpt2d's training jobs and workers", "gpt2ctl"};
+  CLI::App app{"gpt2ctl: gpt2d's training jobs, workers and deployments, and text generation", "gpt2ctl"};
   app.fallthrough();  // global flags are accepted after the verb too
   app.require_subcommand(1);
   app.footer(kExitCodes);  // inherited by every subcommand's help
@@ -88,10 +102,10 @@ int main(int argc, char** argv) {
       ->type_name("FORMAT")
       ->check(CLI::IsMember({"table", "json"}, CLI::ignore_case))
       ->capture_default_str();
-  app.add_option("--timeout", global.timeout_seconds, "Deadline of each call in seconds (watch streams have none)")
-      ->type_name("SECONDS")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  CLI::Option* timeout_opt =
+      app.add_option("--timeout", global.timeout_seconds,
+                     "Deadline of each call in seconds (watch streams have none, generate only when given)");
+  timeout_opt->type_name("SECONDS")->check(CLI::PositiveNumber)->capture_default_str();
 
   // jobs
   CLI::App* jobs = app.add_subcommand("jobs", "Training jobs: submit, list, get, watch, cancel");
@@ -155,6 +169,66 @@ int main(int argc, char** argv) {
   CLI::App* worker_get_cmd = workers->add_subcommand("get", "One worker");
   worker_get_cmd->add_option("id", worker_id, "Worker ID")->type_name("ID")->required();
 
+  // deploy
+  CLI::App* deploy = app.add_subcommand("deploy", "Deployments: replicas serving a checkpoint or a training job");
+  deploy->require_subcommand(1);
+  CreateDeploymentOptions create;
+  CLI::App* deploy_create_cmd = deploy->add_subcommand(
+      "create", "Serve a checkpoint, or follow a training job (hot-loading each new checkpoint)");
+  deploy_create_cmd->add_option("name", create.name, "Deployment name: [a-z0-9-]{1,63}")->type_name("NAME")->required();
+  CLI::Option* checkpoint_opt =
+      deploy_create_cmd
+          ->add_option("--checkpoint", create.checkpoint, "A checkpoint directory on the workers' filesystem")
+          ->type_name("DIR");
+  CLI::Option* follow_opt =
+      deploy_create_cmd
+          ->add_option("--follow-job", create.follow_job, "Serve this job's newest checkpoint, and each newer one")
+          ->type_name("JOB_ID");
+  checkpoint_opt->excludes(follow_opt);
+  follow_opt->excludes(checkpoint_opt);
+  deploy_create_cmd->add_option("--replicas", create.replicas, "Workers serving it")
+      ->type_name("N")
+      ->check(kAtLeastOne)
+      ->capture_default_str();
+  CLI::App* deploy_list_cmd = deploy->add_subcommand("list", "Every deployment: source, ready replicas, step");
+  std::string deployment_name;
+  CLI::App* deploy_get_cmd = deploy->add_subcommand("get", "One deployment");
+  deploy_get_cmd->add_option("name", deployment_name, "Deployment name")->type_name("NAME")->required();
+  CLI::App* deploy_delete_cmd =
+      deploy->add_subcommand("delete", "Stop a deployment's replicas (running requests finish) and free its workers");
+  deploy_delete_cmd->add_option("name", deployment_name, "Deployment name")->type_name("NAME")->required();
+
+  // generate
+  GenerateOptions gen;
+  float temperature = 1;
+  uint64_t seed = 0;
+  CLI::App* generate_cmd = app.add_subcommand(
+      "generate", "Generate text from a deployment, streamed as it comes (summary on stderr; Ctrl-C cancels)");
+  generate_cmd->add_option("prompt", gen.prompt, "The prompt; - reads stdin (as is)")->type_name("PROMPT")->required();
+  generate_cmd->add_option("--deployment", gen.deployment, "Which deployment (default: gpt2d's \"default\")")
+      ->type_name("NAME");
+  generate_cmd->add_option("--max-tokens", gen.max_tokens, "Most tokens to generate")
+      ->type_name("N")
+      ->check(kAtLeastOne)
+      ->capture_default_str();
+  CLI::Option* temperature_opt =
+      generate_cmd->add_option("--temperature", temperature, "Softmax temperature; 0 is greedy (default: 1.0)")
+          ->type_name("T");
+  generate_cmd->add_option("--top-k", gen.top_k, "Sample from the K most likely tokens (0: all)")->type_name("K");
+  generate_cmd->add_option("--top-p", gen.top_p, "Nucleus sampling: the smallest set with probability >= P (0: off)")
+      ->type_name("P");
+  CLI::Option* seed_opt =
+      generate_cmd->add_option("--seed", seed, "Seed: the same seed gives the same tokens (default: random)")
+          ->type_name("S");
+  generate_cmd->add_option("--stop", gen.stop, "Stop before this string (repeat for several)")
+      ->type_name("STR")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);  // --stop . PROMPT: the prompt is no second stop
+  generate_cmd->add_flag("--ignore-eos", gen.ignore_eos, "Keep going past <|endoftext|>");
+  generate_cmd->add_flag("--logprobs", gen.logprobs,
+                         "Ask for each token's log-probability (in -o json; the mean in the summary)");
+  generate_cmd->add_flag("--complete", gen.complete, "One unary Complete call: the whole text at the end");
+
   app.footer(std::string(kExamples) + kExitCodes);
 
   try {
@@ -172,6 +246,11 @@ int main(int argc, char** argv) {
   }
 
   if (output == "json") global.output = Output::kJson;
+  global.timeout_given = timeout_opt->count() > 0;
+  if (temperature_opt->count() > 0) gen.temperature = temperature;
+  if (seed_opt->count() > 0) gen.seed = seed;
+  if (deploy_create_cmd->parsed() && create.checkpoint.empty() == create.follow_job.empty())
+    return UsageError("deploy create needs exactly one of --checkpoint DIR and --follow-job JOB_ID");
   global.channel.tls = global.channel.tls || !global.channel.tls_ca_file.empty() ||
                        !global.channel.tls_cert_file.empty() || !global.channel.tls_server_name.empty();
   if (!token_file.empty()) {
@@ -196,5 +275,10 @@ int main(int argc, char** argv) {
   if (ckpt_list_cmd->parsed()) return ListCheckpoints(client, job_id);
   if (workers_list_cmd->parsed()) return ListWorkers(client);
   if (worker_get_cmd->parsed()) return GetWorker(client, worker_id);
+  if (deploy_create_cmd->parsed()) return CreateDeployment(client, create);
+  if (deploy_list_cmd->parsed()) return ListDeployments(client);
+  if (deploy_get_cmd->parsed()) return GetDeployment(client, deployment_name);
+  if (deploy_delete_cmd->parsed()) return DeleteDeployment(client, deployment_name);
+  if (generate_cmd->parsed()) return Generate(client, gen);
   return UsageError("no command given; see gpt2ctl --help");
 }

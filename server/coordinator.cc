@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -94,6 +95,10 @@ absl::Status Coordinator::Start() {
       e.info = std::move(w);
       e.info.set_state(v1::WORKER_STATE_LOST);
     }
+    absl::StatusOr<std::vector<v1::Deployment>> deployments = store_.ListDeployments();
+    if (!deployments.ok()) return deployments.status();
+    for (v1::Deployment& d : *deployments) deployments_[d.name()] = std::move(d);
+    started_ = Clock::now();
     absl::StatusOr<std::vector<v1::Job>> jobs = store_.ActiveJobs();
     if (!jobs.ok()) return jobs.status();
     for (v1::Job& job : *jobs) {
@@ -212,6 +217,21 @@ absl::StatusOr<std::shared_ptr<WorkerSession>> Coordinator::Connect(const v1::Re
   hello.mutable_registered()->set_heartbeat_interval_ms(static_cast<int32_t>(opts_.heartbeat_interval.count()));
   session->Send(std::move(hello));
 
+  if (!reg.serving_deployment().empty()) {
+    auto d = deployments_.find(reg.serving_deployment());
+    const bool member = d != deployments_.end() &&
+                        std::count(d->second.worker_ids().begin(), d->second.worker_ids().end(), reg.worker_id());
+    if (member) {
+      SetWorkerState(w, v1::WORKER_STATE_SERVING, "", 0, reg.serving_deployment());
+      Log(absl::StrCat("worker ", reg.worker_id(), " re-attached to deployment ", reg.serving_deployment()));
+      Schedule();
+      return session;
+    }
+    v1::CoordinatorMessage stop;
+    stop.mutable_stop_serving()->set_deployment(reg.serving_deployment());
+    session->Send(std::move(stop));
+  }
+  for (auto& [name, d] : deployments_) RemoveFromDeployment(reg.worker_id(), name);  // it serves nothing now
   if (reg.running_job_id().empty()) {
     SetWorkerState(w, v1::WORKER_STATE_IDLE);
     Log(absl::StrCat("worker ", reg.worker_id(), " (", reg.device(), " on ", reg.host(), ") connected"));
@@ -254,6 +274,7 @@ void Coordinator::Receive(const std::string& worker_id, const std::shared_ptr<Wo
   WorkerEntry& w = it->second;
   w.last_seen = Clock::now();
   *w.info.mutable_last_heartbeat() = TimeUtil::GetCurrentTime();
+  if (message.has_heartbeat()) w.serving = message.heartbeat().serving();
   if (!message.has_rank_event()) return;
   OnRankEvent(w, message.rank_event());
   if (message.rank_event().sequence() > 0) {
@@ -293,6 +314,16 @@ void Coordinator::Tick() {
   for (auto& [id, w] : workers_) {
     if (w.session && now - w.last_seen > opts_.heartbeat_timeout) {
       LoseWorker(w, absl::StrCat("no heartbeat for ", opts_.heartbeat_timeout.count() / 1000.0, "s"));
+    }
+  }
+  if (now - started_ > opts_.recovery_grace) {
+    for (auto& [name, d] : deployments_) {
+      std::vector<std::string> gone;
+      for (const std::string& id : d.worker_ids()) {
+        auto it = workers_.find(id);
+        if (it == workers_.end() || !it->second.session) gone.push_back(id);
+      }
+      for (const std::string& id : gone) RemoveFromDeployment(id, name);
     }
   }
   std::vector<std::string> expired;
@@ -357,6 +388,174 @@ void Coordinator::Schedule() {
                           resume.empty() ? "" : absl::StrCat(", resuming from step ", resume_step)));
     Log(absl::StrCat(job.id(), " attempt ", job.attempt(), " started on ", absl::StrJoin(job.worker_ids(), ", ")));
   }
+  ScheduleDeployments();
+}
+
+void Coordinator::ScheduleDeployments() {
+  for (auto& [name, d] : deployments_) {
+    if (d.worker_ids_size() >= d.replicas()) continue;
+    v1::ServeAssignment a;
+    a.set_deployment(name);
+    if (!d.follow_job().empty()) {
+      absl::StatusOr<v1::Job> job = store_.GetJob(d.follow_job());
+      absl::StatusOr<std::optional<v1::Checkpoint>> latest = store_.LatestCheckpoint(d.follow_job());
+      if (!job.ok() || !latest.ok() || !latest->has_value()) continue;  // nothing to serve yet
+      a.set_checkpoint((*latest)->path());
+      a.set_follow_dir(job->spec().checkpoint().dir());
+      a.set_job_id(d.follow_job());
+    } else {
+      a.set_checkpoint(d.checkpoint());
+    }
+    bool changed = false;
+    for (auto& [wid, w] : workers_) {
+      if (d.worker_ids_size() >= d.replicas()) break;
+      if (!w.session || w.info.state() != v1::WORKER_STATE_IDLE) continue;
+      v1::CoordinatorMessage m;
+      *m.mutable_serve() = a;
+      w.session->Send(std::move(m));
+      w.serving.Clear();
+      SetWorkerState(w, v1::WORKER_STATE_SERVING, "", 0, name);
+      d.add_worker_ids(wid);
+      changed = true;
+      Log(absl::StrCat("worker ", wid, " serves deployment ", name, " from ", a.checkpoint()));
+    }
+    if (changed) {
+      if (absl::Status s = store_.PutDeployment(d); !s.ok()) Log(std::string(s.message()));
+    }
+  }
+}
+
+void Coordinator::RemoveFromDeployment(const std::string& worker_id, const std::string& deployment) {
+  auto it = deployments_.find(deployment);
+  if (it == deployments_.end()) return;
+  v1::Deployment& d = it->second;
+  auto* ids = d.mutable_worker_ids();
+  auto pos = std::find(ids->begin(), ids->end(), worker_id);
+  if (pos == ids->end()) return;
+  ids->erase(pos);
+  if (absl::Status s = store_.PutDeployment(d); !s.ok()) Log(std::string(s.message()));
+}
+
+v1::Deployment Coordinator::WithStatus(const v1::Deployment& d) {
+  v1::Deployment out = d;
+  int ready = 0;
+  int64_t step = 0;
+  for (const std::string& id : d.worker_ids()) {
+    auto it = workers_.find(id);
+    if (it == workers_.end() || !it->second.session || !it->second.serving.ready()) continue;
+    ++ready;
+    step = std::max(step, it->second.serving.step());
+  }
+  out.set_ready_replicas(ready);
+  out.set_serving_step(step);
+  return out;
+}
+
+absl::StatusOr<v1::Deployment> Coordinator::CreateDeployment(v1::Deployment d) {
+  static const std::regex kName("[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?");
+  if (d.name().empty()) d.set_name("default");
+  if (!std::regex_match(d.name(), kName))
+    return absl::InvalidArgumentError(
+        absl::StrCat("deployment.name: \"", d.name(), "\" must be lowercase letters, digits and '-', at most 63"));
+  if (d.checkpoint().empty() == d.follow_job().empty())
+    return absl::InvalidArgumentError("deployment.checkpoint: set exactly one of checkpoint and follow_job");
+  if (d.replicas() == 0) d.set_replicas(1);
+  if (d.replicas() < 1 || d.replicas() > 64)
+    return absl::InvalidArgumentError(absl::StrCat("deployment.replicas: ", d.replicas(), " is not in [1, 64]"));
+  if (!d.follow_job().empty()) {
+    if (absl::StatusOr<v1::Job> job = store_.GetJob(d.follow_job()); !job.ok())
+      return absl::InvalidArgumentError(absl::StrCat("deployment.follow_job: ", job.status().message()));
+  }
+  d.clear_worker_ids();
+  d.clear_ready_replicas();
+  d.clear_serving_step();
+  *d.mutable_created_at() = TimeUtil::GetCurrentTime();
+  std::lock_guard lock(mu_);
+  if (deployments_.count(d.name()))
+    return absl::AlreadyExistsError(absl::StrCat("deployment \"", d.name(), "\" exists; delete it first"));
+  if (absl::Status s = store_.PutDeployment(d); !s.ok()) return s;
+  deployments_[d.name()] = d;
+  Log(absl::StrCat("deployment ", d.name(), " created: ", d.replicas(), " replicas of ",
+                   d.checkpoint().empty() ? "job " + d.follow_job() : d.checkpoint()));
+  Schedule();
+  return WithStatus(deployments_.at(d.name()));
+}
+
+std::vector<v1::Deployment> Coordinator::ListDeployments() {
+  std::lock_guard lock(mu_);
+  std::vector<v1::Deployment> out;
+  for (const auto& [name, d] : deployments_) out.push_back(WithStatus(d));
+  return out;
+}
+
+absl::StatusOr<v1::Deployment> Coordinator::GetDeployment(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = deployments_.find(name);
+  if (it == deployments_.end()) return absl::NotFoundError(absl::StrCat("no deployment \"", name, "\""));
+  return WithStatus(it->second);
+}
+
+absl::Status Coordinator::DeleteDeployment(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = deployments_.find(name);
+  if (it == deployments_.end()) return absl::NotFoundError(absl::StrCat("no deployment \"", name, "\""));
+  for (const std::string& id : it->second.worker_ids()) {
+    auto w = workers_.find(id);
+    if (w == workers_.end()) continue;
+    if (w->second.session) {
+      v1::CoordinatorMessage m;
+      m.mutable_stop_serving()->set_deployment(name);
+      w->second.session->Send(std::move(m));
+      SetWorkerState(w->second, v1::WORKER_STATE_IDLE);
+    }
+    w->second.serving.Clear();
+  }
+  if (absl::Status s = store_.DeleteDeployment(name); !s.ok()) return s;
+  deployments_.erase(it);
+  Log(absl::StrCat("deployment ", name, " deleted"));
+  Schedule();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Coordinator::Route> Coordinator::PickReplica(const std::string& deployment) {
+  std::lock_guard lock(mu_);
+  std::string name = deployment;
+  if (name.empty()) {
+    if (deployments_.count("default"))
+      name = "default";
+    else if (deployments_.size() == 1)
+      name = deployments_.begin()->first;
+    else
+      return absl::NotFoundError("no deployment named: there is no \"default\" deployment (gpt2ctl deploy create)");
+  }
+  auto it = deployments_.find(name);
+  if (it == deployments_.end()) return absl::NotFoundError(absl::StrCat("no deployment \"", name, "\""));
+  WorkerEntry* best = nullptr;
+  int64_t best_load = 0;
+  for (const std::string& id : it->second.worker_ids()) {
+    auto w = workers_.find(id);
+    if (w == workers_.end() || !w->second.session || !w->second.serving.ready() ||
+        w->second.info.serve_address().empty())
+      continue;
+    const int64_t load = w->second.serving.active() + w->second.serving.queued() + w->second.inflight;
+    if (!best || load < best_load) {
+      best = &w->second;
+      best_load = load;
+    }
+  }
+  if (!best) {
+    return absl::UnavailableError(absl::StrCat("deployment \"", name, "\" has no ready replica yet (",
+                                               it->second.worker_ids_size(), " of ", it->second.replicas(),
+                                               " assigned); retry shortly"));
+  }
+  ++best->inflight;
+  return Route{best->info.id(), best->info.serve_address()};
+}
+
+void Coordinator::Release(const Route& route) {
+  std::lock_guard lock(mu_);
+  auto it = workers_.find(route.worker_id);
+  if (it != workers_.end() && it->second.inflight > 0) --it->second.inflight;
 }
 
 void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
@@ -496,7 +695,10 @@ void Coordinator::LoseWorker(WorkerEntry& w, const std::string& reason) {
   }
   const std::string job_id = w.info.job_id();
   const int rank = w.info.rank();
+  const std::string deployment = w.info.deployment();
+  w.serving.Clear();
   SetWorkerState(w, v1::WORKER_STATE_LOST);
+  if (!deployment.empty()) RemoveFromDeployment(w.info.id(), deployment);
   Log(absl::StrCat("worker ", w.info.id(), " lost: ", reason));
   auto it = active_.find(job_id);
   if (it == active_.end() || !it->second.running.erase(w.info.id())) {
@@ -507,10 +709,12 @@ void Coordinator::LoseWorker(WorkerEntry& w, const std::string& reason) {
   Schedule();
 }
 
-void Coordinator::SetWorkerState(WorkerEntry& w, v1::WorkerState state, const std::string& job_id, int rank) {
+void Coordinator::SetWorkerState(WorkerEntry& w, v1::WorkerState state, const std::string& job_id, int rank,
+                                 const std::string& deployment) {
   w.info.set_state(state);
   w.info.set_job_id(job_id);
   w.info.set_rank(rank);
+  w.info.set_deployment(deployment);
   if (absl::Status s = store_.PutWorker(w.info); !s.ok()) Log(std::string(s.message()));
   UpdateCountMetrics();
 }

@@ -90,11 +90,28 @@ class Coordinator {
   std::vector<v1::Worker> ListWorkers();
   absl::StatusOr<v1::Worker> GetWorker(const std::string& id);
 
+  // ---- Deployments (DeploymentService) and routing (GenerateService)
+  // INVALID_ARGUMENT naming the field, ALREADY_EXISTS for a taken name.
+  absl::StatusOr<v1::Deployment> CreateDeployment(v1::Deployment d);
+  std::vector<v1::Deployment> ListDeployments();
+  absl::StatusOr<v1::Deployment> GetDeployment(const std::string& name);
+  absl::Status DeleteDeployment(const std::string& name);
+  struct Route {
+    std::string worker_id, address;
+  };
+  // The least-loaded ready replica of `deployment` (empty: "default", or the only deployment);
+  // counts the request against it until Release. NOT_FOUND for no such deployment, UNAVAILABLE
+  // when none of its replicas is ready.
+  absl::StatusOr<Route> PickReplica(const std::string& deployment);
+  void Release(const Route& route);
+
  private:
   struct WorkerEntry {
     v1::Worker info;
     std::shared_ptr<WorkerSession> session;  // null while disconnected
     Clock::time_point last_seen;
+    v1::ServeStatus serving;  // from its latest heartbeat
+    int64_t inflight = 0;     // requests gpt2d has routed to it and not seen end
   };
   struct ActiveJob {
     v1::Job job;
@@ -114,7 +131,11 @@ class Coordinator {
   void Finish(ActiveJob& aj, v1::JobState state, const std::string& reason);
   void CancelRanks(ActiveJob& aj);
   void LoseWorker(WorkerEntry& worker, const std::string& reason);
-  void SetWorkerState(WorkerEntry& worker, v1::WorkerState state, const std::string& job_id = "", int rank = 0);
+  void SetWorkerState(WorkerEntry& worker, v1::WorkerState state, const std::string& job_id = "", int rank = 0,
+                      const std::string& deployment = "");
+  void ScheduleDeployments();
+  v1::Deployment WithStatus(const v1::Deployment& d);
+  void RemoveFromDeployment(const std::string& worker_id, const std::string& deployment);
   void Record(ActiveJob& aj, v1::JobEvent event);
   void SetState(ActiveJob& aj, v1::JobState state, const std::string& message = "");
   void Note(ActiveJob& aj, const std::string& message);
@@ -129,6 +150,8 @@ class Coordinator {
   std::condition_variable events_cv_;  // any job's history grew or a job ended
   std::map<std::string, WorkerEntry> workers_;
   std::map<std::string, ActiveJob> active_;  // by id: submission order
+  std::map<std::string, v1::Deployment> deployments_;
+  Clock::time_point started_ = Clock::now();
   int next_port_;
 
   std::mutex stop_mu_;

@@ -14,6 +14,7 @@
 #include "common/http_server.h"
 #include "common/server_credentials.h"
 #include "server/coordinator.h"
+#include "server/generate_relay.h"
 #include "server/metrics.h"
 #include "server/services.h"
 #include "server/store.h"
@@ -107,6 +108,8 @@ int main(int argc, char** argv) {
   gpt2::JobServiceImpl jobs(**store, coordinator, gpt2::RpcGuard(metrics, auth_token));
   gpt2::ClusterServiceImpl cluster(coordinator, gpt2::RpcGuard(metrics, auth_token));
   gpt2::WorkerServiceImpl workers(coordinator, gpt2::RpcGuard(metrics, cluster_token));
+  gpt2::DeploymentServiceImpl deployments(coordinator, gpt2::RpcGuard(metrics, auth_token));
+  gpt2::GenerateRelay generate(coordinator, gpt2::RpcGuard(metrics, auth_token));
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -117,6 +120,8 @@ int main(int argc, char** argv) {
   builder.RegisterService(&jobs);
   builder.RegisterService(&cluster);
   builder.RegisterService(&workers);
+  builder.RegisterService(&deployments);
+  builder.RegisterService(&generate);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail(absl::StrCat("cannot listen on ", listen));
 

@@ -105,6 +105,45 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1:
   });
 }
 
+// ---- DeploymentService
+
+grpc::Status DeploymentServiceImpl::CreateDeployment(grpc::ServerContext* ctx, const v1::CreateDeploymentRequest* req,
+                                                     v1::Deployment* resp) {
+  return guard_(ctx, "CreateDeployment", [&]() -> absl::Status {
+    absl::StatusOr<v1::Deployment> d = coordinator_.CreateDeployment(req->deployment());
+    if (!d.ok()) return d.status();
+    *resp = *std::move(d);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status DeploymentServiceImpl::ListDeployments(grpc::ServerContext* ctx, const v1::ListDeploymentsRequest*,
+                                                    v1::ListDeploymentsResponse* resp) {
+  return guard_(ctx, "ListDeployments", [&]() -> absl::Status {
+    for (v1::Deployment& d : coordinator_.ListDeployments()) *resp->add_deployments() = std::move(d);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status DeploymentServiceImpl::GetDeployment(grpc::ServerContext* ctx, const v1::GetDeploymentRequest* req,
+                                                  v1::Deployment* resp) {
+  return guard_(ctx, "GetDeployment", [&]() -> absl::Status {
+    if (absl::Status s = Required(req->name(), "name"); !s.ok()) return s;
+    absl::StatusOr<v1::Deployment> d = coordinator_.GetDeployment(req->name());
+    if (!d.ok()) return d.status();
+    *resp = *std::move(d);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status DeploymentServiceImpl::DeleteDeployment(grpc::ServerContext* ctx, const v1::DeleteDeploymentRequest* req,
+                                                     v1::DeleteDeploymentResponse*) {
+  return guard_(ctx, "DeleteDeployment", [&]() -> absl::Status {
+    if (absl::Status s = Required(req->name(), "name"); !s.ok()) return s;
+    return coordinator_.DeleteDeployment(req->name());
+  });
+}
+
 // ---- ClusterService
 
 grpc::Status ClusterServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*,

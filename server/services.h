@@ -29,6 +29,22 @@ class JobServiceImpl final : public v1::JobService::Service {
   RpcGuard guard_;
 };
 
+class DeploymentServiceImpl final : public v1::DeploymentService::Service {
+ public:
+  DeploymentServiceImpl(Coordinator& coordinator, RpcGuard guard)
+      : coordinator_(coordinator), guard_(std::move(guard)) {}
+  grpc::Status CreateDeployment(grpc::ServerContext*, const v1::CreateDeploymentRequest*, v1::Deployment*) override;
+  grpc::Status ListDeployments(grpc::ServerContext*, const v1::ListDeploymentsRequest*,
+                               v1::ListDeploymentsResponse*) override;
+  grpc::Status GetDeployment(grpc::ServerContext*, const v1::GetDeploymentRequest*, v1::Deployment*) override;
+  grpc::Status DeleteDeployment(grpc::ServerContext*, const v1::DeleteDeploymentRequest*,
+                                v1::DeleteDeploymentResponse*) override;
+
+ private:
+  Coordinator& coordinator_;
+  RpcGuard guard_;
+};
+
 class ClusterServiceImpl final : public v1::ClusterService::Service {
  public:
   ClusterServiceImpl(Coordinator& coordinator, RpcGuard guard) : coordinator_(coordinator), guard_(std::move(guard)) {}

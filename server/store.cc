@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   checkpoint BLOB NOT NULL,
   PRIMARY KEY (job_id, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deployments (
+  name TEXT PRIMARY KEY,
+  deployment BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
   id TEXT PRIMARY KEY,
   worker BLOB NOT NULL
@@ -362,6 +366,32 @@ absl::StatusOr<std::optional<v1::Checkpoint>> JobStore::LatestCheckpoint(const s
   if (!all.ok()) return all.status();
   if (all->empty()) return std::optional<v1::Checkpoint>();
   return std::optional<v1::Checkpoint>(all->back());
+}
+
+absl::Status JobStore::PutDeployment(const v1::Deployment& d) {
+  std::lock_guard lock(mu_);
+  Stmt st(db_, "INSERT OR REPLACE INTO deployments (name, deployment) VALUES (?1, ?2)");
+  st.Bind(1, d.name()).BindBlob(2, d.SerializeAsString());
+  return st.Run("put deployment");
+}
+
+absl::Status JobStore::DeleteDeployment(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Stmt st(db_, "DELETE FROM deployments WHERE name = ?1");
+  st.Bind(1, name);
+  return st.Run("delete deployment");
+}
+
+absl::StatusOr<std::vector<v1::Deployment>> JobStore::ListDeployments() {
+  std::lock_guard lock(mu_);
+  Stmt st(db_, "SELECT deployment FROM deployments ORDER BY name");
+  std::vector<v1::Deployment> out;
+  while (st.Step() == SQLITE_ROW) {
+    absl::StatusOr<v1::Deployment> d = Parse<v1::Deployment>(st.Blob(0), "deployment");
+    if (!d.ok()) return d.status();
+    out.push_back(*std::move(d));
+  }
+  return out;
 }
 
 absl::Status JobStore::PutWorker(const v1::Worker& worker) {

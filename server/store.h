@@ -66,6 +66,10 @@ class JobStore {
   // The newest checkpoint (highest step), nullopt when there is none.
   absl::StatusOr<std::optional<v1::Checkpoint>> LatestCheckpoint(const std::string& job_id);
 
+  absl::Status PutDeployment(const v1::Deployment& deployment);
+  absl::Status DeleteDeployment(const std::string& name);
+  absl::StatusOr<std::vector<v1::Deployment>> ListDeployments();
+
   absl::Status PutWorker(const v1::Worker& worker);
   absl::StatusOr<std::vector<v1::Worker>> ListWorkers();
 

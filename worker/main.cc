@@ -133,6 +133,13 @@ int main(int argc, char** argv) {
   run_cmd
       ->add_option("--collective-timeout", collective_timeout_s, "Seconds before a silent peer rank is declared dead")
       ->capture_default_str();
+  run_cmd
+      ->add_option("--serve-listen", agent.serve_listen,
+                   "Address of this worker's GenerateService when gpt2d has it serve (port 0: any free one)")
+      ->capture_default_str();
+  run_cmd->add_option("--kv-cache-mb", agent.kv_cache_mb, "KV-cache memory when serving (MiB)")->capture_default_str();
+  run_cmd->add_option("--max-queue", agent.max_queue, "Waiting requests when serving before RESOURCE_EXHAUSTED")
+      ->capture_default_str();
 
   gpt2::ServeOptions serve;
   CLI::App* serve_cmd =

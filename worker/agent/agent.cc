@@ -17,6 +17,10 @@
 #include "gpt2d/v1/worker.grpc.pb.h"
 #include "worker/agent/rank_runner.h"
 #include "worker/agent/worker_metrics.h"
+#include "worker/serve/generate_service.h"
+#include "worker/serve/replica.h"
+#include "worker/serve/serve_metrics.h"
+#include "worker/tokenizer/tokenizer.h"
 #include "worker/train/spec.h"
 
 namespace gpt2 {
@@ -168,6 +172,20 @@ class Agent {
       if (!h.ok()) return Fail(std::string(h.status().message()));
       http = *std::move(h);
     }
+    // The serving face exists from the start; it refuses requests until gpt2d assigns a deployment.
+    absl::StatusOr<Tokenizer> tok = LoadTokenizer(opts_.vocab);
+    if (!tok.ok()) return Fail(std::string(tok.status().message()));
+    ServeMetrics serve_metrics(metrics_.registry());
+    GenerateServiceImpl generate([this]() { return ServingNow(); }, *tok, serve_metrics);
+    grpc::ServerBuilder builder;
+    int serve_port = 0;
+    builder.AddListeningPort(opts_.serve_listen, grpc::InsecureServerCredentials(), &serve_port);
+    builder.RegisterService(&generate);
+    std::unique_ptr<grpc::Server> serve_server = builder.BuildAndStart();
+    if (!serve_server || serve_port == 0) return Fail("cannot serve GenerateService on " + opts_.serve_listen);
+    serve_address_ = absl::StrCat(opts_.advertise_host, ":", serve_port);
+    serve_metrics_ = &serve_metrics;
+
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeClientChannel(opts_.coordinator);
     if (!channel.ok()) return Fail(std::string(channel.status().message()));
     auto stub = v1::WorkerService::NewStub(*channel);
@@ -198,6 +216,9 @@ class Agent {
       runner = std::move(runner_);
     }
     runner.reset();  // cancels the rank and waits for it
+    StopServingNow("");
+    if (serve_loader_.joinable()) serve_loader_.join();
+    serve_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     return 0;
   }
 
@@ -224,6 +245,11 @@ class Agent {
     reg.set_host(opts_.advertise_host);
     reg.set_device(opts_.device);
     reg.set_memory_bytes(memory_bytes_);
+    reg.set_serve_address(serve_address_);
+    {
+      std::lock_guard lock(serve_mu_);
+      reg.set_serving_deployment(deployment_);
+    }
     {
       std::lock_guard lock(mu_);
       if (reporting_) {
@@ -242,7 +268,7 @@ class Agent {
       while (!done && !stop_) {
         if (Clock::now() >= next_heartbeat) {
           v1::WorkerMessage hb;
-          hb.mutable_heartbeat();
+          FillServeStatus(*hb.mutable_heartbeat());
           if (!stream->Write(hb)) break;
           next_heartbeat = Clock::now() + std::chrono::milliseconds(heartbeat_ms.load());
         }
@@ -265,6 +291,10 @@ class Agent {
         Assign(in.train());
       } else if (in.has_cancel()) {
         CancelRank(in.cancel());
+      } else if (in.has_serve()) {
+        Serve(in.serve());
+      } else if (in.has_stop_serving()) {
+        StopServingNow(in.stop_serving().deployment());
       } else if (in.has_ack()) {
         for (const v1::WorkerMessage& m : outbox_.Ack(in.ack().sequence()))
           if (m.rank_event().has_exit()) Delivered(m.rank_event());
@@ -367,6 +397,91 @@ class Agent {
   std::unique_ptr<RankRunner> runner_;
   bool running_ = false;
   std::optional<RankTask> reporting_;  // the rank running, or finished with its exit not yet delivered
+
+  // ---- serving
+  absl::StatusOr<Replica::Current> ServingNow() {
+    std::lock_guard lock(serve_mu_);
+    if (!replica_) {
+      return absl::UnavailableError(deployment_.empty()
+                                        ? absl::StrCat("worker ", opts_.worker_id, " serves no deployment")
+                                        : absl::StrCat("worker ", opts_.worker_id, " is still loading ", deployment_));
+    }
+    return replica_->current();
+  }
+
+  void FillServeStatus(v1::Heartbeat& hb) {
+    std::lock_guard lock(serve_mu_);
+    if (deployment_.empty()) return;
+    v1::ServeStatus& s = *hb.mutable_serving();
+    s.set_deployment(deployment_);
+    s.set_ready(replica_ != nullptr);
+    s.set_error(serve_error_);
+    if (replica_) {
+      const Replica::Current cur = replica_->current();
+      const EngineStats st = cur.engine->stats();
+      s.set_step(cur.version.step);
+      s.set_active(st.active);
+      s.set_queued(st.queued);
+    }
+  }
+
+  // Loads the deployment's checkpoint on a thread of its own (heartbeats go on meanwhile).
+  void Serve(const v1::ServeAssignment& a) {
+    Log(absl::StrCat("serving ", a.deployment(), ": ", a.checkpoint(),
+                     a.follow_dir().empty() ? "" : absl::StrCat(", following ", a.follow_dir())));
+    StopServingNow("");
+    if (serve_loader_.joinable()) serve_loader_.join();
+    {
+      std::lock_guard lock(serve_mu_);
+      deployment_ = a.deployment();
+      serve_error_.clear();
+    }
+    serve_loader_ = std::thread([this, a] {
+      EngineOptions eo;
+      eo.device = opts_.device;
+      eo.kv_cache_bytes = opts_.kv_cache_mb << 20;
+      eo.max_queue = opts_.max_queue;
+      absl::StatusOr<std::unique_ptr<Replica>> r = Replica::Start(a.checkpoint(), a.job_id(), eo);
+      if (r.ok() && !a.follow_dir().empty()) {
+        ServeMetrics* m = serve_metrics_;
+        (*r)->Follow(a.follow_dir(), std::chrono::seconds(1), [m](const ModelVersion& v, const absl::Status& s) {
+          m->CheckpointLoad(s.ok());
+          Log(s.ok() ? absl::StrCat("now serving ", v.path, " (step ", v.step, ")")
+                     : absl::StrCat("kept the current weights: cannot load ", v.path, ": ", s.message()));
+        });
+      }
+      std::unique_ptr<Replica> old;
+      std::lock_guard lock(serve_mu_);
+      if (deployment_ != a.deployment()) return;  // stopped while loading
+      if (!r.ok()) {
+        serve_error_ = std::string(r.status().message());
+        Log(absl::StrCat("cannot serve ", a.deployment(), ": ", serve_error_));
+        return;
+      }
+      old = std::move(replica_);
+      replica_ = *std::move(r);
+      Log(absl::StrCat("serving ", a.deployment(), " from ", replica_->current().version.path));
+    });
+  }
+
+  // Stops serving `deployment` (empty: whatever is served). Running requests keep their engine.
+  void StopServingNow(const std::string& deployment) {
+    std::unique_ptr<Replica> old;
+    {
+      std::lock_guard lock(serve_mu_);
+      if (!deployment.empty() && deployment != deployment_) return;
+      if (!deployment_.empty()) Log(absl::StrCat("stopped serving ", deployment_));
+      deployment_.clear();
+      old = std::move(replica_);
+    }
+  }
+
+  std::string serve_address_;
+  ServeMetrics* serve_metrics_ = nullptr;
+  std::mutex serve_mu_;
+  std::string deployment_, serve_error_;
+  std::unique_ptr<Replica> replica_;
+  std::thread serve_loader_;
 };
 
 }  // namespace

@@ -21,6 +21,11 @@ struct AgentOptions {
   std::string device = "cpu";
   std::string http_listen = "0.0.0.0:9401";  // /metrics, /healthz; empty = off
   std::chrono::milliseconds collective_timeout{std::chrono::seconds(60)};
+  // GenerateService for the deployment gpt2d assigns (port 0: any free one; advertised with
+  // advertise_host), and its engine's KV-cache budget and queue bound.
+  std::string serve_listen = "0.0.0.0:0";
+  int64_t kv_cache_mb = 1024;
+  int64_t max_queue = 256;
   std::string vocab;
 };
 

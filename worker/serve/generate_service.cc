@@ -83,14 +83,16 @@ struct Inbox {
 
 }  // namespace
 
-GenerateServiceImpl::GenerateServiceImpl(Replica& replica, Tokenizer tokenizer, ServeMetrics& metrics)
-    : replica_(replica), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
+GenerateServiceImpl::GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics)
+    : source_(std::move(source)), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
   poller_ = std::thread([this] {
     while (!stop_) {
-      Replica::Current cur = replica_.current();
-      EngineStats s = cur.engine->stats();
-      metrics_.Engine(s.active, s.queued, s.kv_cache_usage);
-      metrics_.CheckpointStep(cur.version.step);
+      absl::StatusOr<Replica::Current> cur = source_();
+      if (cur.ok()) {
+        EngineStats s = cur->engine->stats();
+        metrics_.Engine(s.active, s.queued, s.kv_cache_usage);
+        metrics_.CheckpointStep(cur->version.step);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   });
@@ -104,7 +106,9 @@ GenerateServiceImpl::~GenerateServiceImpl() {
 grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                         const std::function<bool(const v1::GenerateResponse&)>& emit) {
   const auto arrived = Clock::now();
-  const Replica::Current cur = replica_.current();  // held to the end: a hot-load never changes it
+  absl::StatusOr<Replica::Current> source = source_();
+  if (!source.ok()) return ToGrpcStatus(source.status());
+  const Replica::Current cur = *std::move(source);  // held to the end: a hot-load never changes it
   Engine& engine = *cur.engine;
   absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine.config());
   if (!params.ok()) return ToGrpcStatus(params.status());

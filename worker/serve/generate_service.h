@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,8 +23,10 @@ namespace gpt2 {
 
 class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
  public:
-  // Each request runs on the replica's current engine when it arrives, to its end.
-  GenerateServiceImpl(Replica& replica, Tokenizer tokenizer, ServeMetrics& metrics);
+  // What requests run on: the replica's current engine when a request arrives, held to its end;
+  // an error status (e.g. UNAVAILABLE: nothing is served yet) refuses the request.
+  using Source = std::function<absl::StatusOr<Replica::Current>()>;
+  GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics);
   ~GenerateServiceImpl() override;
 
   grpc::Status Generate(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest* req,
@@ -36,7 +39,7 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
   grpc::Status Serve(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest& req,
                      const std::function<bool(const gpt2d::v1::GenerateResponse&)>& emit);
 
-  Replica& replica_;
+  Source source_;
   Tokenizer tokenizer_;
   ServeMetrics& metrics_;
   std::atomic<bool> stop_{false};

@@ -38,7 +38,8 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   ServeMetrics metrics(registry);
-  GenerateServiceImpl service(**replica, *tok, metrics);
+  Replica* r = replica->get();
+  GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics);
   if (!o.follow_dir.empty()) {
     (*replica)->Follow(o.follow_dir, std::chrono::seconds(1), [&metrics](const ModelVersion& v, const absl::Status& s) {
       metrics.CheckpointLoad(s.ok());

@@ -1,0 +1,90 @@
+#include "server/generate_relay.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+
+namespace gpt2 {
+namespace {
+
+// Cancels `out` as soon as `in` is cancelled (the client left or its deadline passed).
+class CancelLink {
+ public:
+  CancelLink(grpc::ServerContext* in, grpc::ClientContext* out)
+      : thread_([this, in, out] {
+          while (!done_) {
+            if (in->IsCancelled()) {
+              out->TryCancel();
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+        }) {}
+  ~CancelLink() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+v1::GenerateService::Stub& GenerateRelay::StubFor(const std::string& address) {
+  std::lock_guard lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) stub = v1::GenerateService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  return *stub;
+}
+
+grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                     grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  return guard_(ctx, "Generate", [&]() -> absl::Status {
+    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
+    if (!route.ok()) return route.status();
+    grpc::ClientContext out;
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
+    grpc::Status status;
+    {
+      CancelLink link(ctx, &out);
+      std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = StubFor(route->address).Generate(&out, *req);
+      v1::GenerateResponse m;
+      while (reader->Read(&m)) {
+        if (!writer->Write(m)) {
+          out.TryCancel();
+          break;
+        }
+      }
+      status = reader->Finish();
+    }
+    coordinator_.Release(*route);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled())
+      return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
+    return FromGrpcStatus(status);
+  });
+}
+
+grpc::Status GenerateRelay::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                                     v1::CompleteResponse* resp) {
+  return guard_(ctx, "Complete", [&]() -> absl::Status {
+    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
+    if (!route.ok()) return route.status();
+    grpc::ClientContext out;
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
+    grpc::Status status;
+    {
+      CancelLink link(ctx, &out);
+      status = StubFor(route->address).Complete(&out, *req, resp);
+    }
+    coordinator_.Release(*route);
+    return FromGrpcStatus(status);
+  });
+}
+
+}  // namespace gpt2

@@ -1,0 +1,32 @@
+// gpt2d's GenerateService: routes each request to the least-loaded ready replica of its deployment
+// and relays the stream. The client's cancellation and deadline travel to the replica; the
+// replica's status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT naming the field, ...) travels back.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "gpt2d/v1/generate.grpc.pb.h"
+#include "server/coordinator.h"
+#include "server/rpc.h"
+
+namespace gpt2 {
+
+class GenerateRelay final : public v1::GenerateService::Service {
+ public:
+  GenerateRelay(Coordinator& coordinator, RpcGuard guard) : coordinator_(coordinator), guard_(std::move(guard)) {}
+  grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req, v1::CompleteResponse* resp) override;
+
+ private:
+  v1::GenerateService::Stub& StubFor(const std::string& address);
+  Coordinator& coordinator_;
+  RpcGuard guard_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<v1::GenerateService::Stub>> stubs_;  // by replica address
+};
+
+}  // namespace gpt2
