@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
                    "Address of this worker's GenerateService when gpt2d has it serve (port 0: any free one)")
       ->capture_default_str();
   run_cmd->add_option("--kv-cache-mb", agent.kv_cache_mb, "KV-cache memory when serving (MiB)")->capture_default_str();
+  run_cmd->add_option("--max-slots", agent.max_slots, "Concurrent requests when serving")->capture_default_str();
   run_cmd->add_option("--max-queue", agent.max_queue, "Waiting requests when serving before RESOURCE_EXHAUSTED")
       ->capture_default_str();
 
@@ -151,7 +152,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--device", serve.device, "cpu or cuda:N")->capture_default_str();
   serve_cmd->add_option("--kv-cache-mb", serve.kv_cache_mb, "Memory for the KV cache (MiB)")->capture_default_str();
-  serve_cmd->add_option("--max-slots", serve.max_slots, "Most concurrent requests (0: what the KV budget allows)")
+  serve_cmd->add_option("--max-slots", serve.max_slots, "Most concurrent requests (the KV budget may allow fewer)")
       ->capture_default_str();
   serve_cmd->add_option("--max-queue", serve.max_queue, "Most waiting requests before RESOURCE_EXHAUSTED")
       ->capture_default_str();

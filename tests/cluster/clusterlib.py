@@ -159,7 +159,8 @@ class Cluster:
         tok = token if token is not None else self.token
         if tok:
             args += ["--token", tok]
-        w = Proc(name, args, self.root).start()
+        # One intra-op thread each: several workers share this machine's cores (as in scripts/demo.sh).
+        w = Proc(name, args, self.root, env=dict(os.environ, OMP_NUM_THREADS="1")).start()
         self.workers[name] = w
         if wait:
             wait_for(lambda: self.worker_state(name) == "IDLE" or not w.alive(), 60, f"worker {name} to register")

@@ -172,7 +172,7 @@ def test_hot_load_under_load_fails_nothing_and_reports_each_new_step(tmp_path, s
     initial = tmp_path / "step_00000000"
     subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "2", "--n-head", "4", "--n-embd", "64",
                     "--n-positions", "64", "--seed", "1", "--out", str(initial)], check=True, capture_output=True)
-    spec = cl.small_spec(shards, steps=30, world=1, checkpoint_every=10, accum=8)
+    spec = cl.small_spec(shards, steps=30, world=1, checkpoint_every=10, accum=4)
     spec["checkpoint"].update({"dir": str(ckpt), "keep_last": 3})
     spec_path = cl.write_yaml(tmp_path / "job.yaml", spec)
     r = Replica(initial, tmp_path, "--max-slots", "32", "--follow", ckpt)

@@ -25,6 +25,7 @@ struct AgentOptions {
   // advertise_host), and its engine's KV-cache budget and queue bound.
   std::string serve_listen = "0.0.0.0:0";
   int64_t kv_cache_mb = 1024;
+  int64_t max_slots = 32;
   int64_t max_queue = 256;
   std::string vocab;
 };

@@ -71,7 +71,7 @@ class Engine::Impl {
     const auto dtype = model_->transformer->wte->weight.scalar_type();
     const int64_t per_slot = 2 * c.n_layer * NH_ * T_ * HS_ * static_cast<int64_t>(c10::elementSize(dtype));
     S_ = std::max<int64_t>(1, o.kv_cache_bytes / per_slot);
-    if (o.max_slots > 0) S_ = std::min(S_, o.max_slots);
+    S_ = std::min(S_, o.max_slots);
     const auto opts = at::TensorOptions().dtype(dtype).device(device_);
     for (int64_t l = 0; l < c.n_layer; ++l) {
       k_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
@@ -308,6 +308,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
     return absl::InvalidArgumentError(absl::StrCat("device: expected cpu or cuda:N, got ", options.device));
   }
   if (options.kv_cache_bytes <= 0) return absl::InvalidArgumentError("kv_cache_bytes: must be > 0");
+  if (options.max_slots <= 0) return absl::InvalidArgumentError("max_slots: must be > 0");
   if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
   absl::StatusOr<GPT> model = LoadHfModel(model_dir);
   if (!model.ok()) return model.status();

@@ -47,8 +47,11 @@ struct TokenEvent {
 struct EngineOptions {
   std::string device = "cpu";
   int64_t kv_cache_bytes = int64_t{1} << 30;  // memory for the KV cache
-  int64_t max_slots = 0;                      // cap on concurrent requests; 0 = what the budget allows
-  int64_t max_queue = 256;                    // waiting requests beyond this: RESOURCE_EXHAUSTED
+  // Cap on concurrent requests (the batch). Every decode step runs over all slots, so more slots
+  // than the traffic needs only cost compute: on a CPU, where a step is bound by reading the
+  // weights, up to ~16-32 rows are nearly free; a GPU wants more. The budget may allow fewer.
+  int64_t max_slots = 32;
+  int64_t max_queue = 256;  // waiting requests beyond this: RESOURCE_EXHAUSTED
 };
 
 struct EngineStats {

@@ -17,7 +17,7 @@ struct ServeOptions {
   std::string job_id;      // reported as the served model's job (empty: none)
   std::string follow_dir;  // hot-load each newer step_* that appears here (a job's checkpoint dir)
   int64_t kv_cache_mb = 1024;
-  int64_t max_slots = 0;  // 0: what the KV budget allows
+  int64_t max_slots = 32;  // concurrent requests (the KV budget may allow fewer)
   int64_t max_queue = 256;
 };
 
