@@ -45,7 +45,10 @@ v1::GenerateService::Stub& GenerateRelay::StubFor(const std::string& address) {
 
 grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  return guard_(ctx, "Generate", [&]() -> absl::Status {
+  const auto arrived = std::chrono::steady_clock::now();
+  auto previous = arrived;
+  bool first = true;
+  grpc::Status result = guard_(ctx, "Generate", [&]() -> absl::Status {
     absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
     if (!route.ok()) return route.status();
     grpc::ClientContext out;
@@ -56,6 +59,18 @@ grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::Generat
       std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = StubFor(route->address).Generate(&out, *req);
       v1::GenerateResponse m;
       while (reader->Read(&m)) {
+        const auto now = std::chrono::steady_clock::now();
+        if (m.token_ids_size() > 0) {
+          if (first) {
+            metrics_.FirstToken(std::chrono::duration<double>(now - arrived).count());
+            first = false;
+          } else {
+            const double gap = std::chrono::duration<double>(now - previous).count() / m.token_ids_size();
+            for (int i = 0; i < m.token_ids_size(); ++i) metrics_.InterToken(gap);
+          }
+          previous = now;
+        }
+        if (m.done()) metrics_.Tokens(m.usage().prompt_tokens(), m.usage().completion_tokens());
         if (!writer->Write(m)) {
           out.TryCancel();
           break;
@@ -68,11 +83,15 @@ grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::Generat
       return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
     return FromGrpcStatus(status);
   });
+  metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
+  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
+  return result;
 }
 
 grpc::Status GenerateRelay::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                      v1::CompleteResponse* resp) {
-  return guard_(ctx, "Complete", [&]() -> absl::Status {
+  const auto arrived = std::chrono::steady_clock::now();
+  grpc::Status result = guard_(ctx, "Complete", [&]() -> absl::Status {
     absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
     if (!route.ok()) return route.status();
     grpc::ClientContext out;
@@ -83,8 +102,12 @@ grpc::Status GenerateRelay::Complete(grpc::ServerContext* ctx, const v1::Generat
       status = StubFor(route->address).Complete(&out, *req, resp);
     }
     coordinator_.Release(*route);
+    if (status.ok()) metrics_.Tokens(resp->usage().prompt_tokens(), resp->usage().completion_tokens());
     return FromGrpcStatus(status);
   });
+  metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
+  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
+  return result;
 }
 
 }  // namespace gpt2

@@ -11,12 +11,14 @@
 #include "gpt2d/v1/generate.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/rpc.h"
+#include "worker/serve/serve_metrics.h"
 
 namespace gpt2 {
 
 class GenerateRelay final : public v1::GenerateService::Service {
  public:
-  GenerateRelay(Coordinator& coordinator, RpcGuard guard) : coordinator_(coordinator), guard_(std::move(guard)) {}
+  GenerateRelay(Coordinator& coordinator, RpcGuard guard, GenerateMetrics& metrics)
+      : coordinator_(coordinator), guard_(std::move(guard)), metrics_(metrics) {}
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req, v1::CompleteResponse* resp) override;
@@ -25,6 +27,7 @@ class GenerateRelay final : public v1::GenerateService::Service {
   v1::GenerateService::Stub& StubFor(const std::string& address);
   Coordinator& coordinator_;
   RpcGuard guard_;
+  GenerateMetrics& metrics_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::GenerateService::Stub>> stubs_;  // by replica address
 };

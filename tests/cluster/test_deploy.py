@@ -106,6 +106,12 @@ def test_deployment_validation_routing_errors_and_delete(cluster, shards, tmp_pa
     cl.wait_for(lambda: get(cluster, "default").ready_replicas == 1, 60, "the replica")
     msgs = generate(cluster, "Hello", temperature=0, max_tokens=5, ignore_eos=True)
     assert msgs[-1].done and msgs[-1].model.step == 7 and msgs[-1].usage.completion_tokens == 5
+    page = cl.http_get(cluster.http_port, "/metrics")[1]  # gpt2d measures what it relays
+    assert 'gpt2_generate_requests_total{code="OK"} 1' in page
+    assert "gpt2_generate_time_to_first_token_seconds_count 1" in page
+    assert 'gpt2_generate_tokens_total{kind="completion"} 5' in page
+    check = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
     with pytest.raises(grpc.RpcError) as e:
         generate(cluster, "Hello", max_tokens=500)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sampling.max_tokens" in e.value.details()

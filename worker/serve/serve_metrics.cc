@@ -17,22 +17,25 @@ prometheus::Gauge& Gauge(prometheus::Registry& r, const std::string& name, const
 
 }  // namespace
 
-ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
+GenerateMetrics::GenerateMetrics(prometheus::Registry& reg)
     : requests_(prometheus::BuildCounter()
                     .Name("gpt2_generate_requests_total")
                     .Help("Generate and Complete calls by gRPC status code.")
-                    .Register(*r)),
-      ttft_(Latency(*r, "gpt2_generate_time_to_first_token_seconds",
+                    .Register(reg)),
+      ttft_(Latency(reg, "gpt2_generate_time_to_first_token_seconds",
                     "From arrival to the first token (queue + prefill).")),
-      itl_(Latency(*r, "gpt2_generate_inter_token_latency_seconds",
+      itl_(Latency(reg, "gpt2_generate_inter_token_latency_seconds",
                    "Between consecutive tokens of a request (decode).")),
-      duration_(Latency(*r, "gpt2_generate_request_duration_seconds", "From arrival to the last token.")),
+      duration_(Latency(reg, "gpt2_generate_request_duration_seconds", "From arrival to the last token.")),
       tokens_(prometheus::BuildCounter()
                   .Name("gpt2_generate_tokens_total")
                   .Help("Tokens processed, by kind: prompt or completion.")
-                  .Register(*r)),
+                  .Register(reg)),
       prompt_tokens_(tokens_.Add({{"kind", "prompt"}})),
-      completion_tokens_(tokens_.Add({{"kind", "completion"}})),
+      completion_tokens_(tokens_.Add({{"kind", "completion"}})) {}
+
+ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
+    : GenerateMetrics(*r),
       batch_(Gauge(*r, "gpt2_serve_batch_size", "Requests in the engine's running batch.")),
       queue_(Gauge(*r, "gpt2_serve_queue_depth", "Requests waiting for a KV-cache slot.")),
       kv_(Gauge(*r, "gpt2_serve_kv_cache_usage_ratio", "Used KV-cache positions / all positions.")),
@@ -42,11 +45,11 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
                  .Help("Hot-loads of new checkpoints, by result (ok, error: the old weights kept serving).")
                  .Register(*r)) {}
 
-void ServeMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
-void ServeMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
-void ServeMetrics::InterToken(double seconds) { itl_.Observe(seconds); }
-void ServeMetrics::Duration(double seconds) { duration_.Observe(seconds); }
-void ServeMetrics::Tokens(int64_t prompt, int64_t completion) {
+void GenerateMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
+void GenerateMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
+void GenerateMetrics::InterToken(double seconds) { itl_.Observe(seconds); }
+void GenerateMetrics::Duration(double seconds) { duration_.Observe(seconds); }
+void GenerateMetrics::Tokens(int64_t prompt, int64_t completion) {
   prompt_tokens_.Increment(static_cast<double>(prompt));
   completion_tokens_.Increment(static_cast<double>(completion));
 }

@@ -15,23 +15,32 @@
 
 namespace gpt2 {
 
-class ServeMetrics {
+// What both a replica and gpt2d's router measure of each request.
+class GenerateMetrics {
  public:
-  explicit ServeMetrics(std::shared_ptr<prometheus::Registry> registry);
+  explicit GenerateMetrics(prometheus::Registry& registry);
   void Request(const std::string& code);
   void FirstToken(double seconds);
   void InterToken(double seconds);
   void Duration(double seconds);
   void Tokens(int64_t prompt, int64_t completion);
-  void Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage);
-  void CheckpointStep(int64_t step);
-  void CheckpointLoad(bool ok);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Histogram &ttft_, &itl_, &duration_;
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Counter &prompt_tokens_, &completion_tokens_;
+};
+
+// A replica's: the above, and its engine and checkpoint.
+class ServeMetrics : public GenerateMetrics {
+ public:
+  explicit ServeMetrics(std::shared_ptr<prometheus::Registry> registry);
+  void Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage);
+  void CheckpointStep(int64_t step);
+  void CheckpointLoad(bool ok);
+
+ private:
   prometheus::Gauge &batch_, &queue_, &kv_, &step_;
   prometheus::Family<prometheus::Counter>& loads_;
 };
