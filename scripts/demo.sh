@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job, on this machine with embedded defaults: set up, build, turn real text (the Python
 # documentation from Debian's python3-doc) into token shards, start a local cluster (the gpt2d
-# coordinator and two CPU gpt2-worker daemons), submit a 2-rank training job of a small GPT-2 with
-# gpt2ctl and watch it live, then evaluate the last checkpoint (perplexity, HellaSwag on the sample
-# file) and sample from it.
+# coordinator and three CPU gpt2-worker daemons), submit a 2-rank training job of a small GPT-2
+# with gpt2ctl, deploy it following the job (the third worker serves and hot-loads each new
+# checkpoint), watch it train while generating text from every checkpoint served, then show the
+# metrics, evaluate the last checkpoint (perplexity, HellaSwag on the sample file) and sample.
 #   GPT2_DEMO_STEPS=N   optimizer steps (default 150: a few minutes on 2 cores)
 #   GPT2_RUN_DIR=DIR    where shards, the database, checkpoints and logs go (default runs/demo)
 #   GPT2D_PORT=P        gpt2d's gRPC port (default 50051); /metrics on GPT2D_HTTP_PORT (9400) and
@@ -41,30 +42,49 @@ mkdir -p "$RUN/logs"
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
-echo "== cluster: gpt2d on $GPT2D_SERVER (state in $RUN/gpt2d.db) + 2 CPU workers; logs in $RUN/logs"
+echo "== cluster: gpt2d on $GPT2D_SERVER (state in $RUN/gpt2d.db) + 3 CPU workers; logs in $RUN/logs"
 rm -f "$RUN"/gpt2d.db*
 build/server/gpt2d --listen "$GPT2D_SERVER" --http-listen "127.0.0.1:$HTTP" --db "$RUN/gpt2d.db" \
   --checkpoint-root "$RUN/checkpoints" >"$RUN/logs/gpt2d.log" 2>&1 &
 PIDS+=($!)
-for i in 0 1; do
-  # One intra-op thread each: two ranks share this machine's cores.
+for i in 0 1 2; do
+  # One intra-op thread each: two ranks and a serving replica share this machine's cores.
   OMP_NUM_THREADS=1 $W run --coordinator "$GPT2D_SERVER" --device cpu --id "cpu-$i" --advertise-host 127.0.0.1 \
     --http-listen "127.0.0.1:$((HTTP + 1 + i))" >"$RUN/logs/worker-$i.log" 2>&1 &
   PIDS+=($!)
 done
 for _ in $(seq 100); do
-  [[ $($CTL workers list -o json 2>/dev/null | grep -c WORKER_STATE_IDLE) -ge 2 ]] && break
+  [[ $($CTL workers list -o json 2>/dev/null | grep -c WORKER_STATE_IDLE) -ge 3 ]] && break
   sleep 0.5
 done
 $CTL workers list
 
-echo "== submit $RUN/job.yaml ($STEPS steps on 2 ranks) and watch it"
+echo "== submit $RUN/job.yaml ($STEPS steps on 2 ranks), deploy it (following the job), watch it train"
 JOB=$($CTL jobs submit -f "$RUN/job.yaml" | awk '{print $1; exit}')  # "job-000001 submitted (QUEUED)"
-$CTL jobs watch "$JOB"
+$CTL deploy create demo --follow-job "$JOB"
+$CTL jobs watch "$JOB" &
+WATCH=$!
+# While it trains: once the first checkpoint is served, generate from each newer one.
+SERVED=0
+while kill -0 "$WATCH" 2>/dev/null; do
+  STEP=$($CTL deploy get demo -o json 2>/dev/null | sed -n 's/.*"serving_step": *"\{0,1\}\([0-9]*\).*/\1/p' | head -n1)
+  if [[ -n "$STEP" && "$STEP" -gt "$SERVED" ]]; then
+    SERVED=$STEP
+    echo "-- generate (deployment demo, step $STEP):"
+    $CTL generate "The Python interpreter" --deployment demo --max-tokens 24 --temperature 0.8 --seed 1 || true
+  fi
+  sleep 2
+done
+wait "$WATCH" || true
 $CTL jobs get "$JOB"
 $CTL checkpoints list "$JOB"
-echo "== metrics: curl 127.0.0.1:$HTTP/metrics (gpt2d), :$((HTTP + 1))/metrics and :$((HTTP + 2))/metrics (workers)"
+sleep 3  # the replica hot-loads the last checkpoint
+echo "-- generate from the final checkpoint:"
+$CTL generate "The Python interpreter" --deployment demo --max-tokens 32 --temperature 0.8 --seed 1 || true
+$CTL deploy list
+echo "== metrics: curl 127.0.0.1:$HTTP/metrics (gpt2d), :$((HTTP + 1))/metrics .. :$((HTTP + 3))/metrics (workers)"
 curl -s "127.0.0.1:$((HTTP + 1))/metrics" | grep -E '^gpt2_train_(loss|val_loss|tokens_per_second|step)\{' || true
+curl -s "127.0.0.1:$HTTP/metrics" | grep -E '^gpt2_generate_(requests_total|time_to_first_token_seconds_(sum|count))' || true
 
 CKPT=$(ls -d "$RUN"/checkpoints/"$JOB"/step_* | tail -n1)
 echo "== evaluate $CKPT"
