@@ -34,6 +34,7 @@ def generate(cluster, prompt, deployment="", **sampling):
 
 
 def test_a_deployment_follows_its_job_and_gpt2d_relays_streams_through_the_switches(cluster, shards):
+    """32 streams through gpt2d while the job writes checkpoints that the deployment hot-loads."""
     cluster.start_gpt2d()
     cluster.start_worker("w0")
     cluster.start_worker("w1")
@@ -56,7 +57,7 @@ def test_a_deployment_follows_its_job_and_gpt2d_relays_streams_through_the_switc
             except grpc.RpcError as e:
                 errors.append(e)
             done.wait(0.2)  # leave the trainer some of this machine's two cores
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
     for t in threads:
         t.start()
     try:
@@ -64,7 +65,7 @@ def test_a_deployment_follows_its_job_and_gpt2d_relays_streams_through_the_switc
         assert cluster.state(job.id) == "SUCCEEDED"
         cl.wait_for(lambda: get(cluster, "live").serving_step == 24, 60, "the replica to serve step 24")
         n = len(results)
-        cl.wait_for(lambda: len([r for r in results[n:] if r[1] == 24]) >= 4, 60, "responses from step 24")
+        cl.wait_for(lambda: len([r for r in results[n:] if r[1] == 24]) >= 32, 60, "responses from step 24")
     finally:
         done.set()
         for t in threads:
@@ -72,7 +73,7 @@ def test_a_deployment_follows_its_job_and_gpt2d_relays_streams_through_the_switc
     assert not errors, errors[:3]
     assert all(ok and tokens == 16 for _, _, ok, tokens in results)
     assert 24 in {s for _, s, _, _ in results} and {s for _, s, _, _ in results} <= {8, 16, 24}
-    for i in range(4):
+    for i in range(32):
         mine = [s for j, s, *_ in results if j == i]
         assert mine == sorted(mine)
     assert all(r.model.job_id == job.id for r in generate(cluster, "Hi", max_tokens=2)[-1:])
