@@ -139,6 +139,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run_cmd->add_option("--kv-cache-mb", agent.kv_cache_mb, "KV-cache memory when serving (MiB)")->capture_default_str();
   run_cmd->add_option("--max-slots", agent.max_slots, "Concurrent requests when serving")->capture_default_str();
+  run_cmd
+      ->add_option("--max-context", agent.max_context,
+                   "Tokens a request may span when serving (prompt + max_tokens); 0 = the model's context")
+      ->capture_default_str();
   run_cmd->add_option("--max-queue", agent.max_queue, "Waiting requests when serving before RESOURCE_EXHAUSTED")
       ->capture_default_str();
 
@@ -155,6 +159,10 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-slots", serve.max_slots, "Most concurrent requests (the KV budget may allow fewer)")
       ->capture_default_str();
   serve_cmd->add_option("--max-queue", serve.max_queue, "Most waiting requests before RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--max-context", serve.max_context,
+                   "Tokens a request may span (prompt + max_tokens); 0 = the model's context")
       ->capture_default_str();
   serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
   serve_cmd->add_option(

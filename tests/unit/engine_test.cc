@@ -232,3 +232,36 @@ TEST_F(EngineTest, BadParametersNameTheField) {
 
 }  // namespace
 }  // namespace gpt2
+
+namespace gpt2 {
+namespace {
+
+TEST_F(EngineTest, AShorterServingContextBoundsRequestsAndStillMatchesTheFullOne) {
+  EngineOptions o;
+  o.max_slots = 4;
+  o.max_context = 16;
+  absl::StatusOr<std::unique_ptr<Engine>> short_engine = Engine::Load(*dir_, o);
+  ASSERT_TRUE(short_engine.ok()) << short_engine.status();
+  EXPECT_EQ((*short_engine)->max_context(), 16);
+  GenerationParams p;
+  p.prompt = {10, 20, 30, 40, 50, 60};
+  p.max_tokens = 11;  // 6 + 11 > 16
+  p.temperature = 0;
+  p.ignore_eos = true;
+  Collector refused;
+  absl::Status s = (*short_engine)->Submit(p, refused.Callback()).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("context of 16"), std::string::npos) << s;
+  p.max_tokens = 10;
+  Collector a, b;
+  ASSERT_TRUE((*short_engine)->Submit(p, a.Callback()).ok());
+  a.Wait();
+  auto full = Make();
+  ASSERT_TRUE(full->Submit(p, b.Callback()).ok());
+  b.Wait();
+  // Different shapes (16 vs 64 positions), so equal up to a tie within rounding; on this model, equal.
+  EXPECT_EQ(a.tokens, b.tokens);
+}
+
+}  // namespace
+}  // namespace gpt2

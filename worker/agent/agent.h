@@ -26,6 +26,7 @@ struct AgentOptions {
   std::string serve_listen = "0.0.0.0:0";
   int64_t kv_cache_mb = 1024;
   int64_t max_slots = 32;
+  int64_t max_context = 0;
   int64_t max_queue = 256;
   std::string vocab;
 };

@@ -39,7 +39,8 @@ struct Request {
 
 }  // namespace
 
-absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c) {
+absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, int64_t max_context) {
+  const int64_t context = max_context > 0 ? std::min(max_context, c.n_positions) : c.n_positions;
   if (p.prompt.empty()) return absl::InvalidArgumentError("prompt: must hold at least one token");
   for (size_t i = 0; i < p.prompt.size(); ++i) {
     if (p.prompt[i] < 0 || p.prompt[i] >= c.vocab_size)
@@ -48,10 +49,10 @@ absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c) {
   }
   if (p.max_tokens <= 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be > 0, got ", p.max_tokens));
   const int64_t need = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
-  if (need > c.n_positions) {
+  if (need > context) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens: the prompt (", p.prompt.size(), " tokens) plus ",
-                                                   p.max_tokens, " new tokens exceed the model's context of ",
-                                                   c.n_positions));
+                                                   p.max_tokens, " new tokens exceed the context of ", context,
+                                                   context < c.n_positions ? " served" : " of the model"));
   }
   if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
     return absl::InvalidArgumentError(absl::StrCat("temperature: must be a finite number >= 0, got ", p.temperature));
@@ -67,7 +68,7 @@ class Engine::Impl {
     const GPTConfig& c = model_->config();
     NH_ = c.n_head;
     HS_ = c.n_embd / c.n_head;
-    T_ = c.n_positions;
+    T_ = o.max_context > 0 ? std::min(o.max_context, c.n_positions) : c.n_positions;
     const auto dtype = model_->transformer->wte->weight.scalar_type();
     const int64_t per_slot = 2 * c.n_layer * NH_ * T_ * HS_ * static_cast<int64_t>(c10::elementSize(dtype));
     S_ = std::max<int64_t>(1, o.kv_cache_bytes / per_slot);
@@ -93,7 +94,7 @@ class Engine::Impl {
   }
 
   absl::StatusOr<int64_t> Submit(GenerationParams params, Callback callback) {
-    if (absl::Status s = ValidateGeneration(params, model_->config()); !s.ok()) return s;
+    if (absl::Status s = ValidateGeneration(params, model_->config(), T_); !s.ok()) return s;
     auto r = std::make_shared<Request>();
     r->params = std::move(params);
     r->callback = std::move(callback);
@@ -125,6 +126,7 @@ class Engine::Impl {
   }
 
   const GPTConfig& config() const { return model_->config(); }
+  int64_t max_context() const { return T_; }
 
  private:
   void Loop() {
@@ -309,6 +311,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
   }
   if (options.kv_cache_bytes <= 0) return absl::InvalidArgumentError("kv_cache_bytes: must be > 0");
   if (options.max_slots <= 0) return absl::InvalidArgumentError("max_slots: must be > 0");
+  if (options.max_context < 0) return absl::InvalidArgumentError("max_context: must be >= 0");
   if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
   absl::StatusOr<GPT> model = LoadHfModel(model_dir);
   if (!model.ok()) return model.status();
@@ -325,5 +328,6 @@ absl::StatusOr<int64_t> Engine::Submit(GenerationParams params, Callback callbac
 void Engine::Cancel(int64_t id) { impl_->Cancel(id); }
 EngineStats Engine::stats() const { return impl_->stats(); }
 const GPTConfig& Engine::config() const { return impl_->config(); }
+int64_t Engine::max_context() const { return impl_->max_context(); }
 
 }  // namespace gpt2

@@ -52,6 +52,10 @@ struct EngineOptions {
   // weights, up to ~16-32 rows are nearly free; a GPU wants more. The budget may allow fewer.
   int64_t max_slots = 32;
   int64_t max_queue = 256;  // waiting requests beyond this: RESOURCE_EXHAUSTED
+  // Tokens a request may span (prompt + max_tokens); 0 = the model's context. Each decode step
+  // attends over this many positions for every slot, so a serving context shorter than the
+  // model's makes steps cheaper (and slots smaller).
+  int64_t max_context = 0;
 };
 
 struct EngineStats {
@@ -75,6 +79,7 @@ class Engine {
   void Cancel(int64_t id);
   EngineStats stats() const;
   const GPTConfig& config() const;
+  int64_t max_context() const;
 
   class Impl;
 
@@ -84,6 +89,7 @@ class Engine {
 };
 
 // Checks parameters against a model config without an engine (INVALID_ARGUMENT naming the field).
-absl::Status ValidateGeneration(const GenerationParams& params, const GPTConfig& config);
+// `max_context` 0 = the model's context.
+absl::Status ValidateGeneration(const GenerationParams& params, const GPTConfig& config, int64_t max_context = 0);
 
 }  // namespace gpt2

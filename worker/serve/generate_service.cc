@@ -38,8 +38,7 @@ v1::FinishReason ToProto(FinishReason r) {
 }
 
 // The request's parameters for the engine, or INVALID_ARGUMENT naming the field.
-absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok,
-                                          const GPTConfig& config) {
+absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok, const Engine& engine) {
   GenerationParams p;
   if (!req.prompt().empty() && req.prompt_tokens_size() > 0)
     return absl::InvalidArgumentError("prompt: set either prompt or prompt_tokens, not both");
@@ -64,7 +63,7 @@ absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const 
     return absl::InvalidArgumentError(absl::StrCat("sampling.stop: at most ", kMaxStops, " strings"));
   for (int i = 0; i < s.stop_size(); ++i)
     if (s.stop(i).empty()) return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "]: empty"));
-  if (absl::Status st = ValidateGeneration(p, config); !st.ok()) {
+  if (absl::Status st = ValidateGeneration(p, engine.config(), engine.max_context()); !st.ok()) {
     std::string msg(st.message());
     // The engine names its own fields; the API's live under sampling.
     for (const char* f : {"temperature:", "top_k:", "top_p:", "max_tokens:"})
@@ -110,7 +109,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   if (!source.ok()) return ToGrpcStatus(source.status());
   const Replica::Current cur = *std::move(source);  // held to the end: a hot-load never changes it
   Engine& engine = *cur.engine;
-  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine.config());
+  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine);
   if (!params.ok()) return ToGrpcStatus(params.status());
   const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
   auto inbox = std::make_shared<Inbox>();

@@ -33,6 +33,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   eo.kv_cache_bytes = o.kv_cache_mb << 20;
   eo.max_slots = o.max_slots;
   eo.max_queue = o.max_queue;
+  eo.max_context = o.max_context;
   absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
   if (!replica.ok()) return Fail(std::string(replica.status().message()));
 

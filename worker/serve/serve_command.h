@@ -19,6 +19,7 @@ struct ServeOptions {
   int64_t kv_cache_mb = 1024;
   int64_t max_slots = 32;  // concurrent requests (the KV budget may allow fewer)
   int64_t max_queue = 256;
+  int64_t max_context = 0;  // tokens a request may span; 0 = the model's context
 };
 
 // Runs until `stop`; returns the process exit code.
