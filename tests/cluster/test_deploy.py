@@ -107,10 +107,20 @@ def test_deployment_validation_routing_errors_and_delete(cluster, shards, tmp_pa
     cl.wait_for(lambda: get(cluster, "default").ready_replicas == 1, 60, "the replica")
     msgs = generate(cluster, "Hello", temperature=0, max_tokens=5, ignore_eos=True)
     assert msgs[-1].done and msgs[-1].model.step == 7 and msgs[-1].usage.completion_tokens == 5
+    # gpt2ctl against the same cluster: deploy list/get and a streamed generate.
+    listed = cluster.ctl("deploy", "list", "-o", "json")
+    assert listed.returncode == 0 and '"default"' in listed.stdout, listed.stderr
+    assert cluster.ctl("deploy", "get", "nope").returncode == 6
+    gen = cluster.ctl("generate", "Hello", "--max-tokens", "4", "--temperature", "0", "--ignore-eos")
+    assert gen.returncode == 0, gen.stderr
+    assert "finish: length" in gen.stderr and "4 tokens" in gen.stderr and "step_00000007" in gen.stderr
+    bad = cluster.ctl("generate", "Hello", "--max-tokens", "500")
+    assert bad.returncode == 2 and "sampling.max_tokens" in bad.stderr
     page = cl.http_get(cluster.http_port, "/metrics")[1]  # gpt2d measures what it relays
-    assert 'gpt2_generate_requests_total{code="OK"} 1' in page
-    assert "gpt2_generate_time_to_first_token_seconds_count 1" in page
-    assert 'gpt2_generate_tokens_total{kind="completion"} 5' in page
+    assert 'gpt2_generate_requests_total{code="OK"} 2' in page
+    assert 'gpt2_generate_requests_total{code="INVALID_ARGUMENT"} 1' in page
+    assert "gpt2_generate_time_to_first_token_seconds_count 2" in page
+    assert 'gpt2_generate_tokens_total{kind="completion"} 9' in page
     check = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     with pytest.raises(grpc.RpcError) as e:
