@@ -9,8 +9,8 @@ Ours: each stream is a separate Generate call arriving at once; TTFT and inter-t
 measured by the client per token. Theirs: the streams are one batch of equal-length prompts;
 TTFT is a generate of one token, inter-token latency the rest of the time per further token.
 Throughput = completion tokens of all streams / wall time. Greedy, EOS ignored. The replica serves
-a context of prompt + new tokens (--max-context): every decode step attends over that many
-positions for every slot, which is what keeps batching from changing results (docs/serving.md).
+the model's whole context unless --max-context says otherwise (each request attends over its own
+positions only, so the serving context sizes slots, not steps: docs/serving.md).
 """
 import argparse
 import os
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--max-context", type=int, default=0,
-                    help="the replica's serving context (default: prompt + new tokens; the model's is 1024)")
+                    help="the replica's serving context (default 0: the model's, 1024)")
     args = ap.parse_args()
     stubs()
     streams = [int(s) for s in args.streams.split(",")]
@@ -122,7 +122,7 @@ def main():
     server = subprocess.Popen([str(WORKER), "serve", "--model", model_dir, "--listen", f"127.0.0.1:{port}",
                                "--http-listen", "", "--max-slots", str(max(streams)),
                                "--kv-cache-mb", "4096",  # room for 32 slots
-                               "--max-context", str(args.max_context or args.prompt_tokens + args.max_tokens)],
+                               "--max-context", str(args.max_context)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=120)

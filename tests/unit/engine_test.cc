@@ -102,6 +102,7 @@ std::string* EngineTest::dir_ = nullptr;
 TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
   const std::vector<GenerationParams> requests = Requests();
   std::vector<std::vector<int32_t>> alone;
+  std::vector<std::vector<float>> alone_logprobs;
   {
     auto engine = Make();
     for (const GenerationParams& p : requests) {
@@ -111,6 +112,7 @@ TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
       EXPECT_EQ(c.finish, FinishReason::kLength);
       EXPECT_EQ(static_cast<int64_t>(c.tokens.size()), p.max_tokens);
       alone.push_back(c.tokens);
+      alone_logprobs.push_back(c.logprobs);
     }
   }
   auto engine = Make();
@@ -124,6 +126,8 @@ TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
   for (size_t i = 0; i < requests.size(); ++i) {
     batched[i]->Wait();
     EXPECT_EQ(batched[i]->tokens, alone[i]) << "request " << i;
+    // Bit-identical arithmetic, not just the same choices: the logprobs are equal floats.
+    EXPECT_EQ(batched[i]->logprobs, alone_logprobs[i]) << "request " << i;
     decoded += static_cast<int64_t>(batched[i]->tokens.size()) - 1;  // the first token comes from prefill
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the engine publishes after its step
@@ -259,7 +263,9 @@ TEST_F(EngineTest, AShorterServingContextBoundsRequestsAndStillMatchesTheFullOne
   auto full = Make();
   ASSERT_TRUE(full->Submit(p, b.Callback()).ok());
   b.Wait();
-  // Different shapes (16 vs 64 positions), so equal up to a tie within rounding; on this model, equal.
+  // Attention reads only the request's own positions, so the serving context does not enter the
+  // arithmetic; the two engines' slot counts (4 and 16) may calibrate different row counts, so
+  // the tokens are equal up to a tie within rounding; on this model, equal.
   EXPECT_EQ(a.tokens, b.tokens);
 }
 

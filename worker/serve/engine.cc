@@ -1,12 +1,15 @@
 #include "worker/serve/engine.h"
 
 #include <ATen/ops/arange.h>
-#include <ATen/ops/full.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/randn.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/nn/functional/linear.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -81,6 +84,7 @@ class Engine::Impl {
     free_.resize(S_);
     for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
     slot_of_.assign(S_, nullptr);
+    CalibrateRowBuckets();
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -199,42 +203,89 @@ class Engine::Impl {
     Emit(*r, logits);
   }
 
-  // One token for every running request: x (S,1,C) over all slots, each attending to its own
-  // cache under a mask of its length.
-  void Decode() {
-    std::vector<int64_t> tokens(S_, 0), positions(S_, 0);
-    for (int64_t s = 0; s < S_; ++s) {
-      if (!slot_of_[s]) continue;
-      tokens[s] = slot_of_[s]->next;
-      positions[s] = slot_of_[s]->len;
-    }
-    at::Tensor idx = at::tensor(tokens, at::kLong).view({S_, 1}).to(device_);
-    at::Tensor pos = at::tensor(positions, at::kLong).to(device_);  // (S)
-    at::Tensor rows = at::arange(S_, pos.options());
-    // mask (S,1,1,T): slot s sees positions 0..pos[s]
-    at::Tensor mask = (at::arange(T_, pos.options()).view({1, T_}) <= pos.view({S_, 1})).view({S_, 1, 1, T_});
+  // The rows of a decode step, x (m,C), through every block and the LM head: logits (m,Vp).
+  // `attend(l, q, k, v)` gives layer l's attention output (m,C) from its q, k, v (m,C each); every
+  // other operation is row-wise, so a row's result depends on its own input and on m alone.
+  template <typename Attend>
+  at::Tensor DecodeRows(at::Tensor x, const Attend& attend) {
     auto& t = model_->transformer;
-    at::Tensor x = t->wte(idx) + t->wpe(pos.view({S_, 1}));  // (S,1,C)
-    const int64_t C = x.size(2);
+    const int64_t C = x.size(1);
     for (size_t l = 0; l < t->blocks.size(); ++l) {
       Block& b = t->blocks[l];
-      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 2);                                           // 3 x (S,1,C)
-      auto heads = [&](const at::Tensor& z) { return z.view({S_, 1, NH_, HS_}).transpose(1, 2); };  // (S,NH,1,HS)
-      at::Tensor q = heads(qkv[0]);
-      // cache[s, :, pos[s], :] = k[s, :, 0, :]
-      k_[l].index_put_({rows, at::indexing::Slice(), pos}, heads(qkv[1]).select(2, 0));
-      v_[l].index_put_({rows, at::indexing::Slice(), pos}, heads(qkv[2]).select(2, 0));
-      at::Tensor y = at::scaled_dot_product_attention(q, k_[l], v_[l], mask, 0.0, /*is_causal=*/false);  // (S,NH,1,HS)
-      x = x + b->attn->c_proj(y.transpose(1, 2).contiguous().view({S_, 1, C}));
+      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 1);  // 3 x (m,C)
+      x = x + b->attn->c_proj(attend(l, qkv[0], qkv[1], qkv[2]));
       x = x + b->mlp(b->ln_2(x));
     }
-    at::Tensor logits = torch::nn::functional::linear(t->ln_f(x.select(1, 0)), t->wte->weight);  // (S,Vp)
+    return torch::nn::functional::linear(t->ln_f(x), t->wte->weight);
+  }
+
+  // The row counts a decode step may run at without changing any row's result. Matrix libraries
+  // pick kernels by shape (on an AVX2 CPU, MKL's small-m sgemm paths round differently from its
+  // large-m one; cuBLAS picks by heuristics), so this is measured, not assumed: a candidate m is
+  // kept when the first m rows of a random batch come out bit-identical at m and at max_slots
+  // rows. max_slots itself always qualifies, so the worst case is a step over every slot.
+  void CalibrateRowBuckets() {
+    c10::InferenceMode inference;
+    const int64_t C = model_->config().n_embd;
+    at::Tensor x = at::randn({S_, C}, MakeGenerator(0), at::TensorOptions().dtype(k_[0].scalar_type())).to(device_);
+    auto value = [](size_t, const at::Tensor&, const at::Tensor&, const at::Tensor& v) { return v; };
+    const at::Tensor full = DecodeRows(x, value);
+    std::set<int64_t> candidates = {1, 2};
+    for (int64_t m = 4; m < S_; m += 4) candidates.insert(m);
+    for (int64_t m : candidates) {
+      if (m >= S_) break;
+      if (at::equal(DecodeRows(x.narrow(0, 0, m), value), full.narrow(0, 0, m))) buckets_.push_back(m);
+    }
+    buckets_.push_back(S_);
+  }
+
+  // The smallest calibrated row count that holds n rows.
+  int64_t RowsFor(int64_t n) const { return *std::lower_bound(buckets_.begin(), buckets_.end(), n); }
+
+  // One token for every running request. The running slots' rows (padded to a calibrated row
+  // count) go through the dense layers together; each slot attends alone over exactly its own
+  // cached positions, so its arithmetic is the same whatever else is running and the work follows
+  // the requests' real lengths, not the serving context.
+  void Decode() {
+    std::vector<int64_t> slots;
+    for (int64_t s = 0; s < S_; ++s)
+      if (slot_of_[s]) slots.push_back(s);
+    const int64_t n = static_cast<int64_t>(slots.size());
+    const int64_t m = RowsFor(n);
+    std::vector<int64_t> tokens(m, 0), positions(m, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      tokens[i] = slot_of_[slots[i]]->next;
+      positions[i] = slot_of_[slots[i]]->len;
+    }
+    at::Tensor idx = at::tensor(tokens, at::kLong).to(device_);      // (m)
+    at::Tensor pos = at::tensor(positions, at::kLong).to(device_);   // (m)
+    at::Tensor slot_idx = at::tensor(slots, at::kLong).to(device_);  // (n)
+    at::Tensor pos_n = pos.narrow(0, 0, n);
+    auto& t = model_->transformer;
+    const int64_t C = model_->config().n_embd;
+    auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      // cache[slot, :, pos, :] = k[i] for the running rows
+      k_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, k.narrow(0, 0, n).view({n, NH_, HS_}));
+      v_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, v.narrow(0, 0, n).view({n, NH_, HS_}));
+      std::vector<at::Tensor> rows;
+      rows.reserve(m);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t L = positions[i] + 1;
+        at::Tensor ki = k_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);  // (1,NH,L,HS)
+        at::Tensor vi = v_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);
+        at::Tensor qi = q[i].view({1, NH_, 1, HS_});
+        rows.push_back(at::scaled_dot_product_attention(qi, ki, vi).view({1, C}));
+      }
+      if (m > n) rows.push_back(at::zeros({m - n, C}, q.options()));
+      return at::cat(rows, 0);  // (m,C)
+    };
+    at::Tensor logits = DecodeRows(t->wte(idx) + t->wpe(pos), attend);  // (m,Vp)
     ++decode_steps_;
-    for (int64_t s = 0; s < S_; ++s) {
-      if (!slot_of_[s]) continue;
-      Request& r = *slot_of_[s];
+    decode_rows_ = m;
+    for (int64_t i = 0; i < n; ++i) {
+      Request& r = *slot_of_[slots[i]];
       ++r.len;
-      Emit(r, logits[s]);
+      Emit(r, logits[i]);
     }
   }
 
@@ -277,6 +328,7 @@ class Engine::Impl {
     stats_.active = active_;
     stats_.queued = static_cast<int64_t>(queue_.size());
     stats_.decode_steps = decode_steps_;
+    stats_.decode_rows = decode_rows_;
     stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
   }
 
@@ -285,11 +337,12 @@ class Engine::Impl {
   EngineOptions opts_;
   int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
   std::vector<at::Tensor> k_, v_;  // per layer (S,NH,T,HS)
+  std::vector<int64_t> buckets_;   // ascending row counts for a decode step; the last is S_
 
   // Engine thread only.
   std::vector<std::shared_ptr<Request>> slot_of_;
   std::atomic<int64_t> active_{0};
-  int64_t decode_steps_ = 0;
+  int64_t decode_steps_ = 0, decode_rows_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -3,11 +3,13 @@
 // decode steps (their prompt is prefilled into a free slot), finished or cancelled ones leave, and
 // every running request advances one token per decode step.
 //
-// Batching never changes a result: a decode step always runs over every slot (free ones are
-// padding) and attends over the whole context under a mask, so each request's arithmetic has the
-// same shapes whatever else is running; prefill runs one prompt at a time; each request draws from
-// its own seeded generator. Greedy and seeded outputs are therefore bit-identical alone and in any
-// batch (tested).
+// Batching never changes a result: prefill runs one prompt at a time; in a decode step each
+// running request attends alone over exactly its own cached positions, and the dense layers run
+// over the running rows padded to one of a few row counts that the engine verified at load to give
+// bit-identical rows (a matrix library may round differently at different row counts); each
+// request draws from its own seeded generator. Greedy and seeded outputs are therefore
+// bit-identical alone and in any batch (tested), and a step costs what is running, not the slots
+// or the serving context.
 //
 // No libtorch in this header: the gRPC side of the worker includes it (docs/process-model.md).
 #pragma once
@@ -47,20 +49,19 @@ struct TokenEvent {
 struct EngineOptions {
   std::string device = "cpu";
   int64_t kv_cache_bytes = int64_t{1} << 30;  // memory for the KV cache
-  // Cap on concurrent requests (the batch). Every decode step runs over all slots, so more slots
-  // than the traffic needs only cost compute: on a CPU, where a step is bound by reading the
-  // weights, up to ~16-32 rows are nearly free; a GPU wants more. The budget may allow fewer.
+  // Cap on concurrent requests (the batch); the budget may allow fewer. Idle slots cost memory
+  // only: a decode step computes the running requests' rows.
   int64_t max_slots = 32;
   int64_t max_queue = 256;  // waiting requests beyond this: RESOURCE_EXHAUSTED
-  // Tokens a request may span (prompt + max_tokens); 0 = the model's context. Each decode step
-  // attends over this many positions for every slot, so a serving context shorter than the
-  // model's makes steps cheaper (and slots smaller).
+  // Tokens a request may span (prompt + max_tokens); 0 = the model's context. A shorter serving
+  // context makes each slot smaller, so the same budget holds more of them.
   int64_t max_context = 0;
 };
 
 struct EngineStats {
   int64_t slots = 0, active = 0, queued = 0;
   int64_t decode_steps = 0;
+  int64_t decode_rows = 0;    // rows the latest decode step computed (running requests, padded)
   double kv_cache_usage = 0;  // used token positions / all token positions
 };
 
