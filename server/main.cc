@@ -61,7 +61,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-restarts", opts.max_restarts, "Group restarts per job before it fails")->capture_default_str();
   app.add_option("--rendezvous-ports", rendezvous_ports, "Port range for c10d rendezvous (rank 0's TCPStore)")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; a usage error: 2, as gpt2ctl
+  }
 
   if (!(heartbeat_interval > 0) || !(heartbeat_timeout > heartbeat_interval))
     return Fail("--heartbeat-timeout must be greater than --heartbeat-interval > 0");

@@ -26,6 +26,43 @@ extern "C" {
 const char* malloc_conf = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
 }
 
+namespace {
+
+// An integer flag's lower bound, said plainly ("must be >= 1, got 0").
+CLI::Validator AtLeast(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& value) -> std::string {
+        int64_t v = 0;
+        if (!CLI::detail::lexical_cast(value, v)) return "must be an integer, got " + value;
+        return v < min ? "must be >= " + std::to_string(min) + ", got " + value : std::string();
+      },
+      ">=" + std::to_string(min));
+}
+
+// The serving engine's flags, shared by `serve` and `run`; `when` prefixes each description.
+void AddEngineFlags(CLI::App* cmd, gpt2::EngineOptions& eo, const std::string& when) {
+  cmd->add_option_function<int64_t>(
+         "--kv-cache-mb", [&eo](int64_t mb) { eo.kv_cache_bytes = mb << 20; }, when + "KV-cache memory (MiB)")
+      ->default_str(std::to_string(eo.kv_cache_bytes >> 20))
+      ->check(AtLeast(1));
+  cmd->add_option("--max-slots", eo.max_slots, when + "most concurrent requests (the KV budget may allow fewer)")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  cmd->add_option("--max-context", eo.max_context,
+                  when + "tokens a request may span (prompt + max_tokens); 0 = the model's context")
+      ->capture_default_str()
+      ->check(AtLeast(0));
+  cmd->add_option("--max-queue", eo.max_queue, when + "most waiting requests before RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(AtLeast(0));
+  cmd->add_option("--max-prefill-tokens", eo.max_prefill_tokens,
+                  when + "prompt tokens prefilled together between two decode steps (a longer prompt goes alone)")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"gpt2-worker: trains and serves GPT-2 (libtorch)"};
   app.require_subcommand(1);
@@ -46,7 +83,7 @@ int main(int argc, char** argv) {
   score_cmd->add_option("--model", score.model_dir, "Checkpoint directory (config.json + model.safetensors)")
       ->required();
   score_cmd->add_option("--stride", score.stride, "Sliding-window step in tokens (default: half the context)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(AtLeast(0));
   score_cmd->add_option("files", score.files, "Text files; each is one document")->required()->check(CLI::ExistingFile);
 
   gpt2::SampleOptions sample;
@@ -137,14 +174,7 @@ int main(int argc, char** argv) {
       ->add_option("--serve-listen", agent.serve_listen,
                    "Address of this worker's GenerateService when gpt2d has it serve (port 0: any free one)")
       ->capture_default_str();
-  run_cmd->add_option("--kv-cache-mb", agent.kv_cache_mb, "KV-cache memory when serving (MiB)")->capture_default_str();
-  run_cmd->add_option("--max-slots", agent.max_slots, "Concurrent requests when serving")->capture_default_str();
-  run_cmd
-      ->add_option("--max-context", agent.max_context,
-                   "Tokens a request may span when serving (prompt + max_tokens); 0 = the model's context")
-      ->capture_default_str();
-  run_cmd->add_option("--max-queue", agent.max_queue, "Waiting requests when serving before RESOURCE_EXHAUSTED")
-      ->capture_default_str();
+  AddEngineFlags(run_cmd, agent.engine, "When serving: ");
 
   gpt2::ServeOptions serve;
   CLI::App* serve_cmd =
@@ -155,21 +185,17 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--http-listen", serve.http_listen, "Address for /metrics and /healthz; empty: none")
       ->capture_default_str();
   serve_cmd->add_option("--device", serve.device, "cpu or cuda:N")->capture_default_str();
-  serve_cmd->add_option("--kv-cache-mb", serve.kv_cache_mb, "Memory for the KV cache (MiB)")->capture_default_str();
-  serve_cmd->add_option("--max-slots", serve.max_slots, "Most concurrent requests (the KV budget may allow fewer)")
-      ->capture_default_str();
-  serve_cmd->add_option("--max-queue", serve.max_queue, "Most waiting requests before RESOURCE_EXHAUSTED")
-      ->capture_default_str();
-  serve_cmd
-      ->add_option("--max-context", serve.max_context,
-                   "Tokens a request may span (prompt + max_tokens); 0 = the model's context")
-      ->capture_default_str();
+  AddEngineFlags(serve_cmd, serve.engine, "");
   serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
   serve_cmd->add_option(
       "--follow", serve.follow_dir,
       "Hot-load every newer step_* checkpoint that appears in this directory (a job's checkpoint dir)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; a usage error: 2, as gpt2ctl
+  }
   std::ios::sync_with_stdio(false);
   score.vocab = sample.vocab = prep.vocab = train.vocab = hellaswag.vocab = agent.vocab = serve.vocab = vocab;
 

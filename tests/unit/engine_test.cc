@@ -132,8 +132,10 @@ TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the engine publishes after its step
   EXPECT_EQ(engine->stats().active, 0);
-  // They really ran together: fewer decode steps than tokens decoded.
+  // They really ran together: fewer decode steps than tokens decoded, and prompts that arrived
+  // together were prefilled together.
   EXPECT_LT(engine->stats().decode_steps, decoded / 2);
+  EXPECT_LT(engine->stats().prefills, static_cast<int64_t>(requests.size()));
 }
 
 TEST_F(EngineTest, GreedyTokensAreTheArgmaxOfAFullForward) {

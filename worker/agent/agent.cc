@@ -437,12 +437,8 @@ class Agent {
       serve_error_.clear();
     }
     serve_loader_ = std::thread([this, a] {
-      EngineOptions eo;
+      EngineOptions eo = opts_.engine;
       eo.device = opts_.device;
-      eo.kv_cache_bytes = opts_.kv_cache_mb << 20;
-      eo.max_queue = opts_.max_queue;
-      eo.max_slots = opts_.max_slots;
-      eo.max_context = opts_.max_context;
       absl::StatusOr<std::unique_ptr<Replica>> r = Replica::Start(a.checkpoint(), a.job_id(), eo);
       if (r.ok() && !a.follow_dir().empty()) {
         ServeMetrics* m = serve_metrics_;

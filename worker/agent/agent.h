@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/client_channel.h"
+#include "worker/serve/engine.h"
 
 namespace gpt2 {
 
@@ -22,12 +23,9 @@ struct AgentOptions {
   std::string http_listen = "0.0.0.0:9401";  // /metrics, /healthz; empty = off
   std::chrono::milliseconds collective_timeout{std::chrono::seconds(60)};
   // GenerateService for the deployment gpt2d assigns (port 0: any free one; advertised with
-  // advertise_host), and its engine's KV-cache budget and queue bound.
+  // advertise_host), and its engine (the device is the worker's).
   std::string serve_listen = "0.0.0.0:0";
-  int64_t kv_cache_mb = 1024;
-  int64_t max_slots = 32;
-  int64_t max_context = 0;
-  int64_t max_queue = 256;
+  EngineOptions engine;
   std::string vocab;
 };
 

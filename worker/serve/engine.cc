@@ -84,7 +84,8 @@ class Engine::Impl {
     free_.resize(S_);
     for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
     slot_of_.assign(S_, nullptr);
-    CalibrateRowBuckets();
+    prefill_budget_ = o.max_prefill_tokens;
+    CalibrateRowCounts();
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -153,13 +154,19 @@ class Engine::Impl {
         for (int64_t s = 0; s < S_; ++s)
           if (slot_of_[s] && cancelled_.count(slot_of_[s]->id)) cancelled.push_back(slot_of_[s]);
         cancelled_.clear();
+        // Admissions: prompts in arrival order into free slots, up to the prefill budget (at least
+        // one), so a burst of prompts delays running streams by a bounded amount per step.
+        int64_t tokens = 0;
         for (size_t n = free_.size(); n > 0 && !queue_.empty(); --n) {
+          const auto P = static_cast<int64_t>(queue_.front()->params.prompt.size());
+          if (!admitted.empty() && tokens + P > prefill_budget_) break;
+          tokens += P;
           admitted.push_back(queue_.front());
           queue_.pop_front();
         }
       }
       for (auto& r : cancelled) Finish(*r, {-1, 0, FinishReason::kCancelled, ""});
-      for (auto& r : admitted) Prefill(r);
+      if (!admitted.empty()) Prefill(admitted);
       if (active_ > 0) Decode();
       PublishStats();
     }
@@ -170,44 +177,67 @@ class Engine::Impl {
       if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
   }
 
-  // One prompt (1,P) into a free slot; its last position's logits give the first token.
-  void Prefill(const std::shared_ptr<Request>& r) {
-    {
-      std::lock_guard lock(mu_);
-      r->slot = free_.back();
-      free_.pop_back();
+  // Prompts into free slots, together: their tokens' rows (padded to a calibrated prefill row
+  // count) go through the dense layers as one batch, each prompt attends causally over itself
+  // alone, and each prompt's last row gives its first token.
+  void Prefill(const std::vector<std::shared_ptr<Request>>& group) {
+    std::vector<int64_t> ids, positions, offsets;
+    for (const auto& r : group) {
+      {
+        std::lock_guard lock(mu_);
+        r->slot = free_.back();
+        free_.pop_back();
+      }
+      slot_of_[r->slot] = r;
+      ++active_;
+      offsets.push_back(static_cast<int64_t>(ids.size()));
+      for (size_t i = 0; i < r->params.prompt.size(); ++i) {
+        ids.push_back(r->params.prompt[i]);
+        positions.push_back(static_cast<int64_t>(i));
+      }
     }
-    slot_of_[r->slot] = r;
-    ++active_;
-    const int64_t P = static_cast<int64_t>(r->params.prompt.size());
-    std::vector<int64_t> ids(r->params.prompt.begin(), r->params.prompt.end());
-    at::Tensor idx = at::tensor(ids, at::kLong).view({1, P}).to(device_);
-    at::Tensor pos = at::arange(P, idx.options());
+    const auto total = static_cast<int64_t>(ids.size());
+    ++prefills_;
+    const int64_t m = RowsFor(prefill_rows_, total);
+    ids.resize(m, 0);
+    positions.resize(m, 0);
+    const int64_t C = model_->config().n_embd;
+    auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      std::vector<at::Tensor> ys;
+      ys.reserve(group.size() + 1);
+      for (size_t i = 0; i < group.size(); ++i) {
+        const auto P = static_cast<int64_t>(group[i]->params.prompt.size());
+        auto heads = [&](const at::Tensor& z) {  // (1,NH,P,HS)
+          return z.narrow(0, offsets[i], P).view({1, P, NH_, HS_}).transpose(1, 2);
+        };
+        at::Tensor ki = heads(k), vi = heads(v);
+        k_[l][group[i]->slot].narrow(1, 0, P).copy_(ki[0]);
+        v_[l][group[i]->slot].narrow(1, 0, P).copy_(vi[0]);
+        at::Tensor y = at::scaled_dot_product_attention(heads(q), ki, vi, {}, 0.0, /*is_causal=*/true);
+        ys.push_back(y.transpose(1, 2).reshape({P, C}));
+      }
+      if (m > total) ys.push_back(at::zeros({m - total, C}, q.options()));
+      return at::cat(ys, 0);  // (m,C)
+    };
     auto& t = model_->transformer;
-    at::Tensor x = t->wte(idx) + t->wpe(pos);  // (1,P,C)
-    const int64_t C = x.size(2);
-    for (size_t l = 0; l < t->blocks.size(); ++l) {
-      Block& b = t->blocks[l];
-      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 2);                                          // 3 x (1,P,C)
-      auto heads = [&](const at::Tensor& z) { return z.view({1, P, NH_, HS_}).transpose(1, 2); };  // (1,NH,P,HS)
-      at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
-      k_[l][r->slot].slice(1, 0, P).copy_(k[0]);
-      v_[l][r->slot].slice(1, 0, P).copy_(v[0]);
-      at::Tensor y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-      x = x + b->attn->c_proj(y.transpose(1, 2).contiguous().view({1, P, C}));
-      x = x + b->mlp(b->ln_2(x));
+    at::Tensor idx = at::tensor(ids, at::kLong).to(device_);
+    at::Tensor x = Blocks(t->wte(idx) + t->wpe(at::tensor(positions, at::kLong).to(device_)), attend);  // (m,C)
+    // Each prompt's last row, padded to a calibrated decode row count for the LM head.
+    const auto n = static_cast<int64_t>(group.size());
+    std::vector<int64_t> last(RowsFor(decode_rows_, n), 0);
+    for (int64_t i = 0; i < n; ++i) last[i] = offsets[i] + static_cast<int64_t>(group[i]->params.prompt.size()) - 1;
+    at::Tensor logits = Head(x.index_select(0, at::tensor(last, at::kLong).to(device_)));  // (rows,Vp)
+    for (int64_t i = 0; i < n; ++i) {
+      group[i]->len = static_cast<int64_t>(group[i]->params.prompt.size());
+      Emit(*group[i], logits[i]);
     }
-    at::Tensor last = t->ln_f(x.select(1, P - 1));                               // (1,C)
-    at::Tensor logits = torch::nn::functional::linear(last, t->wte->weight)[0];  // (Vp)
-    r->len = P;
-    Emit(*r, logits);
   }
 
-  // The rows of a decode step, x (m,C), through every block and the LM head: logits (m,Vp).
-  // `attend(l, q, k, v)` gives layer l's attention output (m,C) from its q, k, v (m,C each); every
-  // other operation is row-wise, so a row's result depends on its own input and on m alone.
+  // Rows x (m,C) through every block; `attend(l, q, k, v)` gives layer l's attention output (m,C)
+  // from its q, k, v (m,C each). Everything else is row-wise, so a row's result depends on its
+  // own input and on m alone.
   template <typename Attend>
-  at::Tensor DecodeRows(at::Tensor x, const Attend& attend) {
+  at::Tensor Blocks(at::Tensor x, const Attend& attend) {
     auto& t = model_->transformer;
     const int64_t C = x.size(1);
     for (size_t l = 0; l < t->blocks.size(); ++l) {
@@ -216,31 +246,55 @@ class Engine::Impl {
       x = x + b->attn->c_proj(attend(l, qkv[0], qkv[1], qkv[2]));
       x = x + b->mlp(b->ln_2(x));
     }
-    return torch::nn::functional::linear(t->ln_f(x), t->wte->weight);
+    return x;
+  }
+  at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp)
+    return torch::nn::functional::linear(model_->transformer->ln_f(x), model_->transformer->wte->weight);
   }
 
-  // The row counts a decode step may run at without changing any row's result. Matrix libraries
-  // pick kernels by shape (on an AVX2 CPU, MKL's small-m sgemm paths round differently from its
+  // Which row counts a batch may run at without changing any row's result. Matrix libraries pick
+  // kernels by shape (on an AVX2 CPU, MKL's small-m sgemm paths round differently from its
   // large-m one; cuBLAS picks by heuristics), so this is measured, not assumed: a candidate m is
-  // kept when the first m rows of a random batch come out bit-identical at m and at max_slots
-  // rows. max_slots itself always qualifies, so the worst case is a step over every slot.
-  void CalibrateRowBuckets() {
+  // kept when the first m rows of a random batch come out bit-identical at m rows and at `max`
+  // rows, through a block (the first; all have the same shapes) and, with `head`, the LM head.
+  // `max` always qualifies, so the worst case is a batch of `max` rows.
+  std::vector<int64_t> CalibrateRows(const std::set<int64_t>& candidates, int64_t max, bool head) {
     c10::InferenceMode inference;
     const int64_t C = model_->config().n_embd;
-    at::Tensor x = at::randn({S_, C}, MakeGenerator(0), at::TensorOptions().dtype(k_[0].scalar_type())).to(device_);
-    auto value = [](size_t, const at::Tensor&, const at::Tensor&, const at::Tensor& v) { return v; };
-    const at::Tensor full = DecodeRows(x, value);
-    std::set<int64_t> candidates = {1, 2};
-    for (int64_t m = 4; m < S_; m += 4) candidates.insert(m);
+    at::Tensor x = at::randn({max, C}, MakeGenerator(0), at::TensorOptions().dtype(k_[0].scalar_type())).to(device_);
+    Block& b = model_->transformer->blocks[0];
+    auto block = [&](const at::Tensor& rows) {  // attention replaced by v: it is per request anyway
+      at::Tensor h = rows + b->attn->c_proj(b->attn->c_attn(b->ln_1(rows)).split(C, 1)[2]);
+      return h + b->mlp(b->ln_2(h));
+    };
+    const at::Tensor full = block(x), full_head = head ? Head(x) : at::Tensor();
+    std::vector<int64_t> kept;
     for (int64_t m : candidates) {
-      if (m >= S_) break;
-      if (at::equal(DecodeRows(x.narrow(0, 0, m), value), full.narrow(0, 0, m))) buckets_.push_back(m);
+      if (m >= max) break;
+      at::Tensor rows = x.narrow(0, 0, m);
+      if (at::equal(block(rows), full.narrow(0, 0, m)) && (!head || at::equal(Head(rows), full_head.narrow(0, 0, m))))
+        kept.push_back(m);
     }
-    buckets_.push_back(S_);
+    kept.push_back(max);
+    return kept;
+  }
+
+  // Decode steps: up to S_ rows (1, 2 and multiples of 4). Prefill: up to a whole context or the
+  // prefill budget, on a coarser ladder (about 25% apart) to keep calibration short.
+  void CalibrateRowCounts() {
+    std::set<int64_t> decode = {1, 2};
+    for (int64_t m = 4; m < S_; m += 4) decode.insert(m);
+    decode_rows_ = CalibrateRows(decode, S_, /*head=*/true);
+    const int64_t max = std::max(T_, prefill_budget_);
+    std::set<int64_t> prefill = {1, 2, 4, 8, 12, 16};
+    for (int64_t m = 32; m < max; m = (m * 5 / 4 + 15) / 16 * 16) prefill.insert(m);
+    prefill_rows_ = CalibrateRows(prefill, max, /*head=*/false);
   }
 
   // The smallest calibrated row count that holds n rows.
-  int64_t RowsFor(int64_t n) const { return *std::lower_bound(buckets_.begin(), buckets_.end(), n); }
+  static int64_t RowsFor(const std::vector<int64_t>& counts, int64_t n) {
+    return *std::lower_bound(counts.begin(), counts.end(), n);
+  }
 
   // One token for every running request. The running slots' rows (padded to a calibrated row
   // count) go through the dense layers together; each slot attends alone over exactly its own
@@ -251,7 +305,7 @@ class Engine::Impl {
     for (int64_t s = 0; s < S_; ++s)
       if (slot_of_[s]) slots.push_back(s);
     const int64_t n = static_cast<int64_t>(slots.size());
-    const int64_t m = RowsFor(n);
+    const int64_t m = RowsFor(decode_rows_, n);
     std::vector<int64_t> tokens(m, 0), positions(m, 0);
     for (int64_t i = 0; i < n; ++i) {
       tokens[i] = slot_of_[slots[i]]->next;
@@ -279,9 +333,9 @@ class Engine::Impl {
       if (m > n) rows.push_back(at::zeros({m - n, C}, q.options()));
       return at::cat(rows, 0);  // (m,C)
     };
-    at::Tensor logits = DecodeRows(t->wte(idx) + t->wpe(pos), attend);  // (m,Vp)
+    at::Tensor logits = Head(Blocks(t->wte(idx) + t->wpe(pos), attend));  // (m,Vp)
     ++decode_steps_;
-    decode_rows_ = m;
+    last_decode_rows_ = m;
     for (int64_t i = 0; i < n; ++i) {
       Request& r = *slot_of_[slots[i]];
       ++r.len;
@@ -328,7 +382,8 @@ class Engine::Impl {
     stats_.active = active_;
     stats_.queued = static_cast<int64_t>(queue_.size());
     stats_.decode_steps = decode_steps_;
-    stats_.decode_rows = decode_rows_;
+    stats_.prefills = prefills_;
+    stats_.decode_rows = last_decode_rows_;
     stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
   }
 
@@ -336,13 +391,15 @@ class Engine::Impl {
   c10::Device device_;
   EngineOptions opts_;
   int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
-  std::vector<at::Tensor> k_, v_;  // per layer (S,NH,T,HS)
-  std::vector<int64_t> buckets_;   // ascending row counts for a decode step; the last is S_
+  std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
+  int64_t prefill_budget_ = 0;         // prompt tokens admitted per iteration (at least one prompt)
+  std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
+  std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, budget)
 
   // Engine thread only.
   std::vector<std::shared_ptr<Request>> slot_of_;
   std::atomic<int64_t> active_{0};
-  int64_t decode_steps_ = 0, decode_rows_ = 0;
+  int64_t decode_steps_ = 0, last_decode_rows_ = 0, prefills_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -366,6 +423,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
   if (options.max_slots <= 0) return absl::InvalidArgumentError("max_slots: must be > 0");
   if (options.max_context < 0) return absl::InvalidArgumentError("max_context: must be >= 0");
   if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
+  if (options.max_prefill_tokens <= 0) return absl::InvalidArgumentError("max_prefill_tokens: must be > 0");
   absl::StatusOr<GPT> model = LoadHfModel(model_dir);
   if (!model.ok()) return model.status();
   (*model)->to(device);

@@ -3,13 +3,13 @@
 // decode steps (their prompt is prefilled into a free slot), finished or cancelled ones leave, and
 // every running request advances one token per decode step.
 //
-// Batching never changes a result: prefill runs one prompt at a time; in a decode step each
-// running request attends alone over exactly its own cached positions, and the dense layers run
-// over the running rows padded to one of a few row counts that the engine verified at load to give
-// bit-identical rows (a matrix library may round differently at different row counts); each
-// request draws from its own seeded generator. Greedy and seeded outputs are therefore
-// bit-identical alone and in any batch (tested), and a step costs what is running, not the slots
-// or the serving context.
+// Batching never changes a result. Between decode steps, newly admitted prompts are prefilled
+// together; in a decode step, every running request advances one token. In both, each request
+// attends alone over exactly its own positions, and the dense layers run over the requests' rows
+// padded to one of a few row counts that the engine verified at load to give bit-identical rows
+// (a matrix library may round differently at different row counts). Each request draws from its
+// own seeded generator. Greedy and seeded outputs are therefore bit-identical alone and in any
+// batch (tested), and a step costs what is running, not the slots or the serving context.
 //
 // No libtorch in this header: the gRPC side of the worker includes it (docs/process-model.md).
 #pragma once
@@ -53,6 +53,9 @@ struct EngineOptions {
   // only: a decode step computes the running requests' rows.
   int64_t max_slots = 32;
   int64_t max_queue = 256;  // waiting requests beyond this: RESOURCE_EXHAUSTED
+  // Prompt tokens prefilled together between two decode steps (a longer prompt goes alone): more
+  // is faster for bursts of arrivals, less keeps running streams' inter-token latency lower.
+  int64_t max_prefill_tokens = 512;
   // Tokens a request may span (prompt + max_tokens); 0 = the model's context. A shorter serving
   // context makes each slot smaller, so the same budget holds more of them.
   int64_t max_context = 0;
@@ -61,6 +64,7 @@ struct EngineOptions {
 struct EngineStats {
   int64_t slots = 0, active = 0, queued = 0;
   int64_t decode_steps = 0;
+  int64_t prefills = 0;       // prefill batches run (each of one or more prompts)
   int64_t decode_rows = 0;    // rows the latest decode step computed (running requests, padded)
   double kv_cache_usage = 0;  // used token positions / all token positions
 };

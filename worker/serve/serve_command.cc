@@ -25,15 +25,10 @@ int Fail(const std::string& message, int code = 1) {
 }  // namespace
 
 int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
-  if (o.kv_cache_mb <= 0) return Fail("--kv-cache-mb must be > 0", 2);
   absl::StatusOr<Tokenizer> tok = LoadTokenizer(o.vocab);
   if (!tok.ok()) return Fail(std::string(tok.status().message()));
-  EngineOptions eo;
+  EngineOptions eo = o.engine;
   eo.device = o.device;
-  eo.kv_cache_bytes = o.kv_cache_mb << 20;
-  eo.max_slots = o.max_slots;
-  eo.max_queue = o.max_queue;
-  eo.max_context = o.max_context;
   absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
   if (!replica.ok()) return Fail(std::string(replica.status().message()));
 

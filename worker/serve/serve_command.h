@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string>
 
+#include "worker/serve/engine.h"
+
 namespace gpt2 {
 
 struct ServeOptions {
@@ -16,10 +18,7 @@ struct ServeOptions {
   std::string vocab;
   std::string job_id;      // reported as the served model's job (empty: none)
   std::string follow_dir;  // hot-load each newer step_* that appears here (a job's checkpoint dir)
-  int64_t kv_cache_mb = 1024;
-  int64_t max_slots = 32;  // concurrent requests (the KV budget may allow fewer)
-  int64_t max_queue = 256;
-  int64_t max_context = 0;  // tokens a request may span; 0 = the model's context
+  EngineOptions engine;    // its device is `device`
 };
 
 // Runs until `stop`; returns the process exit code.
