@@ -43,20 +43,40 @@ v1::GenerateService::Stub& GenerateRelay::StubFor(const std::string& address) {
   return *stub;
 }
 
+template <typename Fn>
+grpc::Status GenerateRelay::Measured(grpc::ServerContext* ctx, const char* method, Fn&& fn) {
+  const auto arrived = std::chrono::steady_clock::now();
+  grpc::Status result = guard_(ctx, method, std::forward<Fn>(fn));
+  metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
+  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
+  return result;
+}
+
+template <typename Call>
+absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call) {
+  absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(deployment);
+  if (!route.ok()) return route.status();
+  grpc::ClientContext out;
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
+  grpc::Status status;
+  {
+    CancelLink link(ctx, &out);
+    status = call(StubFor(route->address), out);
+  }
+  coordinator_.Release(*route);
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled())
+    return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
+  return FromGrpcStatus(status);
+}
+
 grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  const auto arrived = std::chrono::steady_clock::now();
-  auto previous = arrived;
-  bool first = true;
-  grpc::Status result = guard_(ctx, "Generate", [&]() -> absl::Status {
-    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
-    if (!route.ok()) return route.status();
-    grpc::ClientContext out;
-    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
-    grpc::Status status;
-    {
-      CancelLink link(ctx, &out);
-      std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = StubFor(route->address).Generate(&out, *req);
+  return Measured(ctx, "Generate", [&]() -> absl::Status {
+    const auto arrived = std::chrono::steady_clock::now();
+    auto previous = arrived;
+    bool first = true;
+    return OnReplica(ctx, req->deployment(), [&](v1::GenerateService::Stub& stub, grpc::ClientContext& out) {
+      std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&out, *req);
       v1::GenerateResponse m;
       while (reader->Read(&m)) {
         const auto now = std::chrono::steady_clock::now();
@@ -76,38 +96,20 @@ grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::Generat
           break;
         }
       }
-      status = reader->Finish();
-    }
-    coordinator_.Release(*route);
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled())
-      return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
-    return FromGrpcStatus(status);
+      return reader->Finish();
+    });
   });
-  metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
-  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
-  return result;
 }
 
 grpc::Status GenerateRelay::Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                                      v1::CompleteResponse* resp) {
-  const auto arrived = std::chrono::steady_clock::now();
-  grpc::Status result = guard_(ctx, "Complete", [&]() -> absl::Status {
-    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(req->deployment());
-    if (!route.ok()) return route.status();
-    grpc::ClientContext out;
-    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
-    grpc::Status status;
-    {
-      CancelLink link(ctx, &out);
-      status = StubFor(route->address).Complete(&out, *req, resp);
-    }
-    coordinator_.Release(*route);
-    if (status.ok()) metrics_.Tokens(resp->usage().prompt_tokens(), resp->usage().completion_tokens());
-    return FromGrpcStatus(status);
+  return Measured(ctx, "Complete", [&]() -> absl::Status {
+    return OnReplica(ctx, req->deployment(), [&](v1::GenerateService::Stub& stub, grpc::ClientContext& out) {
+      grpc::Status status = stub.Complete(&out, *req, resp);
+      if (status.ok()) metrics_.Tokens(resp->usage().prompt_tokens(), resp->usage().completion_tokens());
+      return status;
+    });
   });
-  metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
-  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
-  return result;
 }
 
 }  // namespace gpt2

@@ -25,6 +25,13 @@ class GenerateRelay final : public v1::GenerateService::Service {
 
  private:
   v1::GenerateService::Stub& StubFor(const std::string& address);
+  // `fn` under the RPC guard, counted and timed as a request of `method`.
+  template <typename Fn>
+  grpc::Status Measured(grpc::ServerContext* ctx, const char* method, Fn&& fn);
+  // `call(stub, out)` against a replica of `deployment` picked for this request (counted against
+  // it until the call ends); the client's deadline and cancellation go with `out`.
+  template <typename Call>
+  absl::Status OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call);
   Coordinator& coordinator_;
   RpcGuard guard_;
   GenerateMetrics& metrics_;

@@ -129,10 +129,15 @@ def test_cancelled_streams_free_their_slots(replica):
     assert replica.stream("Hi", temperature=0, max_tokens=3)[-1].usage.completion_tokens == 3
 
 
-def test_a_full_queue_is_refused_at_once(model, tmp_path):
+def test_a_full_queue_is_refused_at_once(tmp_path):
+    # A model slow enough (~10 ms a token on this CPU, 1000 tokens) that A surely holds the only slot
+    # while B queues and C is refused.
+    model = tmp_path / "model"
+    subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "6", "--n-head", "6", "--n-embd", "384",
+                    "--n-positions", "1024", "--out", str(model)], check=True, capture_output=True)
     r = Replica(model, tmp_path, "--max-slots", "1", "--max-queue", "1")
     try:
-        running = r.stub.Generate(r.request("A", temperature=0, max_tokens=100, ignore_eos=True), timeout=60)
+        running = r.stub.Generate(r.request("A", temperature=0, max_tokens=1000, ignore_eos=True), timeout=60)
         next(running)
         waiting = r.stub.Generate(
             r.request("B", temperature=0, max_tokens=5, ignore_eos=True), timeout=60)

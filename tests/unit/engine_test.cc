@@ -20,23 +20,41 @@
 namespace gpt2 {
 namespace {
 
-// Collects one request's events; Wait() returns once the last one arrived.
+// Collects one request's events; Wait() returns once the last one arrived. With `hold_at` > 0
+// the callback of that token blocks (and with it the engine's thread) until Resume(), so a test
+// can act while the request surely still holds its slot.
 struct Collector {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   FinishReason finish = FinishReason::kNone;
+  size_t hold_at = 0;
+  bool held = false, resumed = false;
   Engine::Callback Callback() {
     return [this](const TokenEvent& e) {
-      std::lock_guard lock(mu);
+      std::unique_lock lock(mu);
       if (e.token >= 0) {
         tokens.push_back(e.token);
         logprobs.push_back(e.logprob);
       }
       finish = e.finish;
+      if (hold_at > 0 && tokens.size() == hold_at && e.token >= 0) {
+        held = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return resumed; });
+      }
       cv.notify_all();
     };
+  }
+  void WaitUntilHeld() {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return held; }));
+  }
+  void Resume() {
+    std::lock_guard lock(mu);
+    resumed = true;
+    cv.notify_all();
   }
   void Wait() {
     std::unique_lock lock(mu);
@@ -167,13 +185,15 @@ TEST_F(EngineTest, CancelFreesTheSlotWithinAStep) {
   p.max_tokens = 60;
   p.ignore_eos = true;
   Collector c;
+  c.hold_at = 2;
   absl::StatusOr<int64_t> id = engine->Submit(p, c.Callback());
   ASSERT_TRUE(id.ok());
-  c.WaitForTokens(2);
+  c.WaitUntilHeld();
   engine->Cancel(*id);
+  c.Resume();
   c.Wait();
   EXPECT_EQ(c.finish, FinishReason::kCancelled);
-  EXPECT_LT(c.tokens.size(), 60u);
+  EXPECT_LE(c.tokens.size(), 3u);  // the step under way finishes, the next one sees the cancel
   // The slot is free again: the next request runs to the end.
   p.max_tokens = 3;
   Collector d;
@@ -192,15 +212,17 @@ TEST_F(EngineTest, AFullQueueIsRefusedAtOnce) {
   p.max_tokens = 60;
   p.ignore_eos = true;
   Collector running, waiting;
+  running.hold_at = 1;
   absl::StatusOr<int64_t> a = engine->Submit(p, running.Callback());
   ASSERT_TRUE(a.ok());
-  running.WaitForTokens(1);  // it holds the only slot
+  running.WaitUntilHeld();  // it holds the only slot
   absl::StatusOr<int64_t> b = engine->Submit(p, waiting.Callback());
   ASSERT_TRUE(b.ok());
   Collector refused;
   EXPECT_EQ(engine->Submit(p, refused.Callback()).status().code(), absl::StatusCode::kResourceExhausted);
   engine->Cancel(*a);
   engine->Cancel(*b);
+  running.Resume();
   running.Wait();
   waiting.Wait();
   EXPECT_EQ(waiting.finish, FinishReason::kCancelled);

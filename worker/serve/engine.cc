@@ -22,6 +22,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
+#include "worker/serve/row_linear.h"
 
 namespace gpt2 {
 
@@ -85,6 +86,7 @@ class Engine::Impl {
     for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
     slot_of_.assign(S_, nullptr);
     prefill_budget_ = o.max_prefill_tokens;
+    row_linear_ = device_.is_cpu() && dtype == at::kFloat && RowLinearAvailable();
     CalibrateRowCounts();
     thread_ = std::thread([this] { Loop(); });
   }
@@ -221,7 +223,8 @@ class Engine::Impl {
     };
     auto& t = model_->transformer;
     at::Tensor idx = at::tensor(ids, at::kLong).to(device_);
-    at::Tensor x = Blocks(t->wte(idx) + t->wpe(at::tensor(positions, at::kLong).to(device_)), attend);  // (m,C)
+    at::Tensor x = Blocks(t->wte(idx) + t->wpe(at::tensor(positions, at::kLong).to(device_)), /*row_linear=*/false,
+                          attend);  // (m,C)
     // Each prompt's last row, padded to a calibrated decode row count for the LM head.
     const auto n = static_cast<int64_t>(group.size());
     std::vector<int64_t> last(RowsFor(decode_rows_, n), 0);
@@ -233,23 +236,34 @@ class Engine::Impl {
     }
   }
 
+  // A linear layer through RowLinear (decode steps on a CPU) or the device's BLAS.
+  static at::Tensor Linear(torch::nn::Linear& layer, const at::Tensor& x, bool row_linear) {
+    return row_linear ? RowLinear(x, layer->weight, layer->bias) : layer->forward(x);
+  }
+  // Block b's dense work with `attention` in the middle: x + proj(attention(qkv)), then the MLP.
+  template <typename Attention>
+  static at::Tensor DenseBlock(Block& b, const at::Tensor& x, bool row_linear, const Attention& attention) {
+    auto qkv = Linear(b->attn->c_attn, b->ln_1(x), row_linear).split(x.size(1), 1);  // 3 x (m,C)
+    at::Tensor h = x + Linear(b->attn->c_proj, attention(qkv[0], qkv[1], qkv[2]), row_linear);
+    at::Tensor a = at::gelu(Linear(b->mlp->c_fc, b->ln_2(h), row_linear), /*approximate=*/"tanh");
+    return h + Linear(b->mlp->c_proj, a, row_linear);
+  }
+
   // Rows x (m,C) through every block; `attend(l, q, k, v)` gives layer l's attention output (m,C)
   // from its q, k, v (m,C each). Everything else is row-wise, so a row's result depends on its
   // own input and on m alone.
   template <typename Attend>
-  at::Tensor Blocks(at::Tensor x, const Attend& attend) {
+  at::Tensor Blocks(at::Tensor x, bool row_linear, const Attend& attend) {
     auto& t = model_->transformer;
-    const int64_t C = x.size(1);
     for (size_t l = 0; l < t->blocks.size(); ++l) {
-      Block& b = t->blocks[l];
-      auto qkv = b->attn->c_attn(b->ln_1(x)).split(C, 1);  // 3 x (m,C)
-      x = x + b->attn->c_proj(attend(l, qkv[0], qkv[1], qkv[2]));
-      x = x + b->mlp(b->ln_2(x));
+      x = DenseBlock(t->blocks[l], x, row_linear,
+                     [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return attend(l, q, k, v); });
     }
     return x;
   }
-  at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp)
-    return torch::nn::functional::linear(model_->transformer->ln_f(x), model_->transformer->wte->weight);
+  at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp), as decode steps compute it
+    const at::Tensor h = model_->transformer->ln_f(x), &wte = model_->transformer->wte->weight;
+    return row_linear_ ? RowLinear(h, wte, {}) : torch::nn::functional::linear(h, wte);
   }
 
   // Which row counts a batch may run at without changing any row's result. Matrix libraries pick
@@ -258,14 +272,13 @@ class Engine::Impl {
   // kept when the first m rows of a random batch come out bit-identical at m rows and at `max`
   // rows, through a block (the first; all have the same shapes) and, with `head`, the LM head.
   // `max` always qualifies, so the worst case is a batch of `max` rows.
-  std::vector<int64_t> CalibrateRows(const std::set<int64_t>& candidates, int64_t max, bool head) {
+  std::vector<int64_t> CalibrateRows(const std::set<int64_t>& candidates, int64_t max, bool head, bool row_linear) {
     c10::InferenceMode inference;
     const int64_t C = model_->config().n_embd;
     at::Tensor x = at::randn({max, C}, MakeGenerator(0), at::TensorOptions().dtype(k_[0].scalar_type())).to(device_);
-    Block& b = model_->transformer->blocks[0];
     auto block = [&](const at::Tensor& rows) {  // attention replaced by v: it is per request anyway
-      at::Tensor h = rows + b->attn->c_proj(b->attn->c_attn(b->ln_1(rows)).split(C, 1)[2]);
-      return h + b->mlp(b->ln_2(h));
+      return DenseBlock(model_->transformer->blocks[0], rows, row_linear,
+                        [](const at::Tensor&, const at::Tensor&, const at::Tensor& v) { return v; });
     };
     const at::Tensor full = block(x), full_head = head ? Head(x) : at::Tensor();
     std::vector<int64_t> kept;
@@ -284,11 +297,11 @@ class Engine::Impl {
   void CalibrateRowCounts() {
     std::set<int64_t> decode = {1, 2};
     for (int64_t m = 4; m < S_; m += 4) decode.insert(m);
-    decode_rows_ = CalibrateRows(decode, S_, /*head=*/true);
+    decode_rows_ = CalibrateRows(decode, S_, /*head=*/true, row_linear_);
     const int64_t max = std::max(T_, prefill_budget_);
     std::set<int64_t> prefill = {1, 2, 4, 8, 12, 16};
     for (int64_t m = 32; m < max; m = (m * 5 / 4 + 15) / 16 * 16) prefill.insert(m);
-    prefill_rows_ = CalibrateRows(prefill, max, /*head=*/false);
+    prefill_rows_ = CalibrateRows(prefill, max, /*head=*/false, /*row_linear=*/false);
   }
 
   // The smallest calibrated row count that holds n rows.
@@ -333,7 +346,7 @@ class Engine::Impl {
       if (m > n) rows.push_back(at::zeros({m - n, C}, q.options()));
       return at::cat(rows, 0);  // (m,C)
     };
-    at::Tensor logits = Head(Blocks(t->wte(idx) + t->wpe(pos), attend));  // (m,Vp)
+    at::Tensor logits = Head(Blocks(t->wte(idx) + t->wpe(pos), row_linear_, attend));  // (m,Vp)
     ++decode_steps_;
     last_decode_rows_ = m;
     for (int64_t i = 0; i < n; ++i) {
@@ -392,6 +405,7 @@ class Engine::Impl {
   EngineOptions opts_;
   int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
   std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
+  bool row_linear_ = false;            // decode steps' linear layers through RowLinear (CPU, fp32, AVX2)
   int64_t prefill_budget_ = 0;         // prompt tokens admitted per iteration (at least one prompt)
   std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
   std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, budget)
