@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up this machine (scripts/setup.sh), builds, and runs every test:
 #   1. C++ unit and integration tests (GoogleTest through ctest)
-#   2. the libtorch + gRPC joint test and RowLinear again under AddressSanitizer (build-asan/)
+#   2. the libtorch + gRPC joint test, RowLinear and DecodeAttention again under AddressSanitizer (build-asan/)
 #   3. the reference tests against transformers, tiktoken and friends (pytest)
 #   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest)
 # Exit status is non-zero if anything fails.
@@ -18,13 +18,14 @@ echo "== ctest done after ${SECONDS}s"
 # ASan: libtorch itself is not instrumented; leak checking would report its intentional
 # process-lifetime allocations, so it is off. Everything else (overflows, use-after-free,
 # mismatched new/delete across the protobuf boundary) is on.
-# RowLinear (hand-written SIMD over raw pointers) runs here too.
-for target in torch_grpc_joint_test row_linear_test; do
+# RowLinear and DecodeAttention (hand-written SIMD over raw pointers) run here too.
+for target in torch_grpc_joint_test row_linear_test decode_attention_test; do
   GPT2_BUILD_DIR=build-asan GPT2_BUILD_TARGET=$target scripts/build.sh -DGPT2D_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
 done
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build-asan/tests/integration/torch_grpc_joint_test
 build-asan/tests/unit/row_linear_test
+build-asan/tests/unit/decode_attention_test
 unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "== asan done after ${SECONDS}s"
 

@@ -22,6 +22,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
+#include "worker/serve/decode_attention.h"
 #include "worker/serve/row_linear.h"
 
 namespace gpt2 {
@@ -328,16 +329,19 @@ class Engine::Impl {
     at::Tensor pos = at::tensor(positions, at::kLong).to(device_);   // (m)
     at::Tensor slot_idx = at::tensor(slots, at::kLong).to(device_);  // (n)
     at::Tensor pos_n = pos.narrow(0, 0, n);
+    std::vector<int64_t> lengths(positions.begin(), positions.begin() + n);  // with the new token
+    for (int64_t& L : lengths) ++L;
     auto& t = model_->transformer;
     const int64_t C = model_->config().n_embd;
     auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       // cache[slot, :, pos, :] = k[i] for the running rows
       k_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, k.narrow(0, 0, n).view({n, NH_, HS_}));
       v_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, v.narrow(0, 0, n).view({n, NH_, HS_}));
+      if (row_linear_) return DecodeAttention(q, k_[l], v_[l], slots, lengths);
       std::vector<at::Tensor> rows;
       rows.reserve(m);
       for (int64_t i = 0; i < n; ++i) {
-        const int64_t L = positions[i] + 1;
+        const int64_t L = lengths[i];
         at::Tensor ki = k_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);  // (1,NH,L,HS)
         at::Tensor vi = v_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);
         at::Tensor qi = q[i].view({1, NH_, 1, HS_});
@@ -405,7 +409,7 @@ class Engine::Impl {
   EngineOptions opts_;
   int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
   std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
-  bool row_linear_ = false;            // decode steps' linear layers through RowLinear (CPU, fp32, AVX2)
+  bool row_linear_ = false;            // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
   int64_t prefill_budget_ = 0;         // prompt tokens admitted per iteration (at least one prompt)
   std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
   std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, budget)

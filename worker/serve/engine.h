@@ -8,9 +8,10 @@
 // attends alone over exactly its own positions, and the dense layers run over the requests' rows
 // padded to one of a few row counts that the engine verified at load to give bit-identical rows
 // (a matrix library may round differently at different row counts; on a CPU, decode steps' linear
-// layers run through RowLinear, whose rows never depend on the batch). Each request draws from its
-// own seeded generator. Greedy and seeded outputs are therefore bit-identical alone and in any
-// batch (tested), and a step costs what is running, not the slots or the serving context.
+// layers run through RowLinear and attention through DecodeAttention, whose rows never depend on
+// the batch). Each request draws from its own seeded generator. Greedy and seeded outputs are
+// therefore bit-identical alone and in any batch (tested), and a step costs what is running, not
+// the slots or the serving context.
 //
 // No libtorch in this header: the gRPC side of the worker includes it (docs/process-model.md).
 #pragma once
