@@ -3,20 +3,14 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "worker/serve/simd.h"
+
 namespace gpt2 {
 namespace {
-
-__attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // One (request, head): out (HS) = softmax(q·Kᵀ · scale) · V over L positions; `scores` is scratch.
 __attribute__((target("avx2,fma"))) void Head(const float* q, const float* K, const float* V, int64_t L, int64_t HS,
@@ -28,7 +22,7 @@ __attribute__((target("avx2,fma"))) void Head(const float* q, const float* K, co
     const float* k = K + t * HS;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t d = 0; d < H8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
-    float s = Sum8(acc);
+    float s = simd::Sum8(acc);
     for (int64_t d = H8; d < HS; ++d) s = std::fma(q[d], k[d], s);
     scores[t] = s * scale;
     max = std::max(max, scores[t]);

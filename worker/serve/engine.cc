@@ -86,7 +86,6 @@ class Engine::Impl {
     free_.resize(S_);
     for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
     slot_of_.assign(S_, nullptr);
-    prefill_budget_ = o.max_prefill_tokens;
     row_linear_ = device_.is_cpu() && dtype == at::kFloat && RowLinearAvailable();
     CalibrateRowCounts();
     thread_ = std::thread([this] { Loop(); });
@@ -162,7 +161,7 @@ class Engine::Impl {
         int64_t tokens = 0;
         for (size_t n = free_.size(); n > 0 && !queue_.empty(); --n) {
           const auto P = static_cast<int64_t>(queue_.front()->params.prompt.size());
-          if (!admitted.empty() && tokens + P > prefill_budget_) break;
+          if (!admitted.empty() && tokens + P > opts_.max_prefill_tokens) break;
           tokens += P;
           admitted.push_back(queue_.front());
           queue_.pop_front();
@@ -299,7 +298,7 @@ class Engine::Impl {
     std::set<int64_t> decode = {1, 2};
     for (int64_t m = 4; m < S_; m += 4) decode.insert(m);
     decode_rows_ = CalibrateRows(decode, S_, /*head=*/true, row_linear_);
-    const int64_t max = std::max(T_, prefill_budget_);
+    const int64_t max = std::max(T_, opts_.max_prefill_tokens);
     std::set<int64_t> prefill = {1, 2, 4, 8, 12, 16};
     for (int64_t m = 32; m < max; m = (m * 5 / 4 + 15) / 16 * 16) prefill.insert(m);
     prefill_rows_ = CalibrateRows(prefill, max, /*head=*/false, /*row_linear=*/false);
@@ -352,7 +351,6 @@ class Engine::Impl {
     };
     at::Tensor logits = Head(Blocks(t->wte(idx) + t->wpe(pos), row_linear_, attend));  // (m,Vp)
     ++decode_steps_;
-    last_decode_rows_ = m;
     for (int64_t i = 0; i < n; ++i) {
       Request& r = *slot_of_[slots[i]];
       ++r.len;
@@ -400,7 +398,6 @@ class Engine::Impl {
     stats_.queued = static_cast<int64_t>(queue_.size());
     stats_.decode_steps = decode_steps_;
     stats_.prefills = prefills_;
-    stats_.decode_rows = last_decode_rows_;
     stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
   }
 
@@ -410,14 +407,13 @@ class Engine::Impl {
   int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
   std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
   bool row_linear_ = false;            // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
-  int64_t prefill_budget_ = 0;         // prompt tokens admitted per iteration (at least one prompt)
   std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
-  std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, budget)
+  std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, max_prefill_tokens)
 
   // Engine thread only.
   std::vector<std::shared_ptr<Request>> slot_of_;
   std::atomic<int64_t> active_{0};
-  int64_t decode_steps_ = 0, last_decode_rows_ = 0, prefills_ = 0;
+  int64_t decode_steps_ = 0, prefills_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -67,7 +67,6 @@ struct EngineStats {
   int64_t slots = 0, active = 0, queued = 0;
   int64_t decode_steps = 0;
   int64_t prefills = 0;       // prefill batches run (each of one or more prompts)
-  int64_t decode_rows = 0;    // rows the latest decode step computed (running requests, padded)
   double kv_cache_usage = 0;  // used token positions / all token positions
 };
 

@@ -3,10 +3,11 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+
+#include "worker/serve/simd.h"
 
 namespace gpt2 {
 namespace {
@@ -21,13 +22,6 @@ struct Args {
   float* y;
   int64_t K, N;
 };
-
-__attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // y[i..i+R, j..j+C]. Every element's arithmetic is the same sequence whatever R and C are.
 template <int R, int C>
@@ -54,7 +48,7 @@ __attribute__((target("avx2,fma"))) void Tile(const Args& a, int64_t i, int64_t 
   }
   for (int r = 0; r < R; ++r) {
     for (int c = 0; c < C; ++c) {
-      float s = Sum8(acc[r][c]);
+      float s = simd::Sum8(acc[r][c]);
       for (int64_t k = K8; k < K; ++k) s = std::fma(x[r * K + k], w[c * K + k], s);
       a.y[(i + r) * a.N + j + c] = a.b ? s + a.b[j + c] : s;
     }
