@@ -440,14 +440,7 @@ class Agent {
       EngineOptions eo = opts_.engine;
       eo.device = opts_.device;
       absl::StatusOr<std::unique_ptr<Replica>> r = Replica::Start(a.checkpoint(), a.job_id(), eo);
-      if (r.ok() && !a.follow_dir().empty()) {
-        ServeMetrics* m = serve_metrics_;
-        (*r)->Follow(a.follow_dir(), std::chrono::seconds(1), [m](const ModelVersion& v, const absl::Status& s) {
-          m->CheckpointLoad(s.ok());
-          Log(s.ok() ? absl::StrCat("now serving ", v.path, " (step ", v.step, ")")
-                     : absl::StrCat("kept the current weights: cannot load ", v.path, ": ", s.message()));
-        });
-      }
+      if (r.ok() && !a.follow_dir().empty()) (*r)->FollowReported(a.follow_dir(), *serve_metrics_);
       std::unique_ptr<Replica> old;
       std::lock_guard lock(serve_mu_);
       if (deployment_ != a.deployment()) return;  // stopped while loading

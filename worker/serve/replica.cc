@@ -3,10 +3,12 @@
 #include <cmath>
 #include <condition_variable>
 #include <filesystem>
+#include <iostream>
 #include <optional>
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "worker/serve/serve_metrics.h"
 
 namespace gpt2 {
 namespace {
@@ -107,6 +109,16 @@ void Replica::Follow(const std::string& dir, std::chrono::milliseconds interval,
            waited += std::chrono::milliseconds(50))
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  });
+}
+
+void Replica::FollowReported(const std::string& dir, ServeMetrics& metrics) {
+  Follow(dir, std::chrono::seconds(1), [&metrics](const ModelVersion& v, const absl::Status& s) {
+    metrics.CheckpointLoad(s.ok());
+    if (s.ok())
+      std::cerr << "gpt2-worker: now serving " << v.path << " (step " << v.step << ")" << std::endl;
+    else
+      std::cerr << "gpt2-worker: kept the current weights: cannot load " << v.path << ": " << s.message() << std::endl;
   });
 }
 

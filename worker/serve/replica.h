@@ -21,6 +21,8 @@
 
 namespace gpt2 {
 
+class ServeMetrics;
+
 struct ModelVersion {
   std::string job_id, path;
   int64_t step = 0;
@@ -48,6 +50,9 @@ class Replica {
   // newer than the current one is loaded. `on_result` hears of every attempt (OK or why not).
   void Follow(const std::string& dir, std::chrono::milliseconds interval,
               std::function<void(const ModelVersion&, const absl::Status&)> on_result);
+  // Follow(dir) once a second, counting each load in `metrics` and logging it on stderr ("now
+  // serving PATH (step N)", or "kept the current weights: cannot load PATH: why").
+  void FollowReported(const std::string& dir, ServeMetrics& metrics);
 
  private:
   Replica(std::string job_id, EngineOptions options) : job_id_(std::move(job_id)), options_(std::move(options)) {}

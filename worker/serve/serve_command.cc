@@ -36,16 +36,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   ServeMetrics metrics(registry);
   Replica* r = replica->get();
   GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics);
-  if (!o.follow_dir.empty()) {
-    (*replica)->Follow(o.follow_dir, std::chrono::seconds(1), [&metrics](const ModelVersion& v, const absl::Status& s) {
-      metrics.CheckpointLoad(s.ok());
-      if (s.ok())
-        std::cerr << "gpt2-worker: now serving " << v.path << " (step " << v.step << ")" << std::endl;
-      else
-        std::cerr << "gpt2-worker: kept the current weights: cannot load " << v.path << ": " << s.message()
-                  << std::endl;
-    });
-  }
+  if (!o.follow_dir.empty()) (*replica)->FollowReported(o.follow_dir, metrics);
   std::unique_ptr<HttpServer> http;
   if (!o.http_listen.empty()) {
     absl::StatusOr<std::unique_ptr<HttpServer>> h = HttpServer::Start(o.http_listen, registry, nullptr);
