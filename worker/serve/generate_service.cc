@@ -37,8 +37,19 @@ v1::FinishReason ToProto(FinishReason r) {
   }
 }
 
-// The request's parameters for the engine, or INVALID_ARGUMENT naming the field.
-absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok, const Engine& engine) {
+// The engine's refusal in the API's terms: the engine names its own fields, the API's live under
+// `sampling`.
+absl::Status InApiTerms(const absl::Status& st) {
+  if (st.code() != absl::StatusCode::kInvalidArgument) return st;
+  std::string msg(st.message());
+  for (const char* f : {"temperature:", "top_k:", "top_p:", "max_tokens:"})
+    if (msg.rfind(f, 0) == 0) msg = "sampling." + msg;
+  return absl::InvalidArgumentError(msg);
+}
+
+// The request's parameters for the engine, or INVALID_ARGUMENT naming the field (the engine
+// checks the rest when the request is submitted).
+absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok) {
   GenerationParams p;
   if (!req.prompt().empty() && req.prompt_tokens_size() > 0)
     return absl::InvalidArgumentError("prompt: set either prompt or prompt_tokens, not both");
@@ -63,13 +74,6 @@ absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const 
     return absl::InvalidArgumentError(absl::StrCat("sampling.stop: at most ", kMaxStops, " strings"));
   for (int i = 0; i < s.stop_size(); ++i)
     if (s.stop(i).empty()) return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "]: empty"));
-  if (absl::Status st = ValidateGeneration(p, engine.config(), engine.max_context()); !st.ok()) {
-    std::string msg(st.message());
-    // The engine names its own fields; the API's live under sampling.
-    for (const char* f : {"temperature:", "top_k:", "top_p:", "max_tokens:"})
-      if (msg.rfind(f, 0) == 0) msg = "sampling." + msg;
-    return absl::InvalidArgumentError(msg);
-  }
   return p;
 }
 
@@ -109,7 +113,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   if (!source.ok()) return ToGrpcStatus(source.status());
   const Replica::Current cur = *std::move(source);  // held to the end: a hot-load never changes it
   Engine& engine = *cur.engine;
-  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_, engine);
+  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_);
   if (!params.ok()) return ToGrpcStatus(params.status());
   const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
   auto inbox = std::make_shared<Inbox>();
@@ -118,7 +122,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
     inbox->events.push_back(e);
     inbox->cv.notify_all();
   });
-  if (!id.ok()) return ToGrpcStatus(id.status());
+  if (!id.ok()) return ToGrpcStatus(InApiTerms(id.status()));
 
   const std::vector<std::string> stops(req.sampling().stop().begin(), req.sampling().stop().end());
   StreamDecoder decoder(tokenizer_);
