@@ -586,6 +586,7 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
       metrics_.SetJobStep(job.id(),
                           {static_cast<double>(e.step().step()), static_cast<double>(job.max_steps()), e.step().loss(),
                            e.step().lr(), e.step().grad_norm(), e.step().tokens_per_second(), e.step().mfu()});
+      metrics_.SetJobRestarts(job.id(), job.restarts());
       return;
     }
     case v1::RankEvent::kEval: {
@@ -656,6 +657,7 @@ void Coordinator::FailAttempt(ActiveJob& aj, const std::string& reason, bool ret
     return;
   }
   if (counts_as_restart) job.set_restarts(job.restarts() + 1);
+  metrics_.SetJobRestarts(job.id(), job.restarts());
   SetState(aj, v1::JOB_STATE_RESTARTING,
            absl::StrCat(reason, "; restarting the group from its last checkpoint",
                         counts_as_restart ? absl::StrCat(" (restart ", job.restarts(), " of ", opts_.max_restarts, ")")

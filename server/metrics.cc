@@ -31,7 +31,9 @@ ServerMetrics::ServerMetrics()
       job_tokens_per_second_(Gauge(*registry_, "gpt2_job_tokens_per_second", "The job's throughput, all ranks.")),
       job_mfu_(Gauge(*registry_, "gpt2_job_mfu_ratio", "The job's model FLOPs utilisation (0..1).")),
       job_hellaswag_(
-          Gauge(*registry_, "gpt2_job_hellaswag_accuracy", "The job's latest HellaSwag accuracy (acc_norm).")) {}
+          Gauge(*registry_, "gpt2_job_hellaswag_accuracy", "The job's latest HellaSwag accuracy (acc_norm).")),
+      job_restarts_(Gauge(*registry_, "gpt2_job_restarts",
+                          "Times the job's group was restarted from its last checkpoint after a lost rank.")) {}
 
 void ServerMetrics::SetJobCounts(const std::map<std::string, int64_t>& by_state) {
   std::lock_guard lock(mu_);
@@ -76,10 +78,15 @@ void ServerMetrics::SetJobHellaSwag(const std::string& job, double acc_norm) {
   JobGauge(job_hellaswag_, job).Set(acc_norm);
 }
 
+void ServerMetrics::SetJobRestarts(const std::string& job, int restarts) {
+  std::lock_guard lock(mu_);
+  JobGauge(job_restarts_, job).Set(restarts);
+}
+
 void ServerMetrics::ForgetJob(const std::string& job) {
   std::lock_guard lock(mu_);
   for (auto* family : {&job_step_, &job_max_steps_, &job_loss_, &job_val_loss_, &job_lr_, &job_grad_norm_,
-                       &job_tokens_per_second_, &job_mfu_, &job_hellaswag_}) {
+                       &job_tokens_per_second_, &job_mfu_, &job_hellaswag_, &job_restarts_}) {
     if (family->Has({{"job", job}})) family->Remove(&family->Add({{"job", job}}));
   }
 }

@@ -30,6 +30,8 @@ class ServerMetrics {
   void SetJobStep(const std::string& job, const JobValues& v);
   void SetJobValLoss(const std::string& job, double v);
   void SetJobHellaSwag(const std::string& job, double acc_norm);
+  // Group restarts of an active job so far (gpt2_job_restarts).
+  void SetJobRestarts(const std::string& job, int restarts);
   void ForgetJob(const std::string& job);
 
  private:
@@ -40,7 +42,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& rpc_total_;
   prometheus::Family<prometheus::Histogram>& rpc_seconds_;
   prometheus::Family<prometheus::Gauge>&job_step_, &job_max_steps_, &job_loss_, &job_val_loss_, &job_lr_,
-      &job_grad_norm_, &job_tokens_per_second_, &job_mfu_, &job_hellaswag_;
+      &job_grad_norm_, &job_tokens_per_second_, &job_mfu_, &job_hellaswag_, &job_restarts_;
   std::mutex mu_;
 };
 

@@ -451,6 +451,7 @@ class Agent {
       }
       old = std::move(replica_);
       replica_ = *std::move(r);
+      serve_metrics_->Serving(a.deployment());
       Log(absl::StrCat("serving ", a.deployment(), " from ", replica_->current().version.path));
     });
   }
@@ -463,6 +464,7 @@ class Agent {
       if (!deployment.empty() && deployment != deployment_) return;
       if (!deployment_.empty()) Log(absl::StrCat("stopped serving ", deployment_));
       deployment_.clear();
+      if (serve_metrics_ != nullptr) serve_metrics_->NotServing();
       old = std::move(replica_);
     }
   }

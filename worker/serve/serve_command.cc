@@ -34,6 +34,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
 
   auto registry = std::make_shared<prometheus::Registry>();
   ServeMetrics metrics(registry);
+  metrics.Serving("");  // a standalone replica: no deployment
   Replica* r = replica->get();
   GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics);
   if (!o.follow_dir.empty()) (*replica)->FollowReported(o.follow_dir, metrics);

@@ -43,7 +43,11 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
       loads_(prometheus::BuildCounter()
                  .Name("gpt2_serve_checkpoint_loads_total")
                  .Help("Hot-loads of new checkpoints, by result (ok, error: the old weights kept serving).")
-                 .Register(*r)) {}
+                 .Register(*r)),
+      deployment_info_(prometheus::BuildGauge()
+                           .Name("gpt2_serve_deployment_info")
+                           .Help("1 for the deployment this replica serves (label deployment).")
+                           .Register(*r)) {}
 
 void GenerateMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
 void GenerateMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
@@ -60,5 +64,18 @@ void ServeMetrics::Engine(int64_t batch_size, int64_t queue_depth, double kv_cac
 }
 void ServeMetrics::CheckpointStep(int64_t step) { step_.Set(static_cast<double>(step)); }
 void ServeMetrics::CheckpointLoad(bool ok) { loads_.Add({{"result", ok ? "ok" : "error"}}).Increment(); }
+
+void ServeMetrics::Serving(const std::string& deployment) {
+  std::lock_guard lock(mu_);
+  if (serving_ && *serving_ != deployment) deployment_info_.Remove(&deployment_info_.Add({{"deployment", *serving_}}));
+  deployment_info_.Add({{"deployment", deployment}}).Set(1);
+  serving_ = deployment;
+}
+
+void ServeMetrics::NotServing() {
+  std::lock_guard lock(mu_);
+  if (serving_) deployment_info_.Remove(&deployment_info_.Add({{"deployment", *serving_}}));
+  serving_.reset();
+}
 
 }  // namespace gpt2

@@ -11,6 +11,8 @@
 #include <prometheus/registry.h>
 
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 namespace gpt2 {
@@ -39,10 +41,17 @@ class ServeMetrics : public GenerateMetrics {
   void Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage);
   void CheckpointStep(int64_t step);
   void CheckpointLoad(bool ok);
+  // gpt2_serve_deployment_info{deployment} = 1 while serving `deployment` (a standalone replica:
+  // ""); dashboards join the other series on `instance` to it to filter by deployment.
+  void Serving(const std::string& deployment);
+  void NotServing();
 
  private:
   prometheus::Gauge &batch_, &queue_, &kv_, &step_;
   prometheus::Family<prometheus::Counter>& loads_;
+  prometheus::Family<prometheus::Gauge>& deployment_info_;
+  std::mutex mu_;
+  std::optional<std::string> serving_;  // the deployment_info_ series that exists
 };
 
 }  // namespace gpt2
