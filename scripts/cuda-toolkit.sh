@@ -19,11 +19,12 @@ PACKAGES=(
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "cuda-toolkit: installing ${#PACKAGES[@]} NVIDIA packages from PyPI into $PREFIX"
-python3 -m pip install -q --disable-pip-version-check --no-deps --target "$tmp" "${PACKAGES[@]}"
+python3 -m venv "$tmp/venv"  # a pip of its own: Debian's refuses to install outside a venv
+"$tmp/venv/bin/pip" install -q --disable-pip-version-check --no-deps --target "$tmp/pkgs" "${PACKAGES[@]}"
 mkdir -p "$PREFIX"
-cp -a "$tmp"/nvidia/cu13/. "$PREFIX"/
+cp -a "$tmp"/pkgs/nvidia/cu13/. "$PREFIX"/
 for d in cudnn nccl; do  # cuDNN and NCCL keep their own prefix in their wheels
-  [[ -d $tmp/nvidia/$d ]] && cp -a "$tmp/nvidia/$d/." "$PREFIX"/
+  [[ -d $tmp/pkgs/nvidia/$d ]] && cp -a "$tmp/pkgs/nvidia/$d/." "$PREFIX"/
 done
 cd "$PREFIX"
 [[ -e lib64 ]] || ln -s lib lib64

@@ -22,10 +22,17 @@ trap 'rm -rf "$root"' EXIT
 echo "docker-base: debootstrap bookworm from $mirror (about a minute)" >&2
 debootstrap --variant=minbase bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
-# Same archive, suites and security updates as the host.
-for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-  [[ -s $f ]] && grep -qE '^(URIs:|deb )' "$f" && cp "$f" "$root$f"
-done
+# Same archive, suites and security updates as the host (its deb822 file replaces debootstrap's list).
+if [[ -s /etc/apt/sources.list.d/debian.sources ]]; then
+  cp /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/"
+  rm -f "$root/etc/apt/sources.list"
+fi
+# The certificate authorities this machine adds to the system's (a TLS-inspecting proxy, say):
+# trusted in the image once its ca-certificates package is installed, as on the host.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" -c . | $DOCKER import -c 'CMD ["/bin/bash"]' - "$NAME" >/dev/null
 echo "$NAME"

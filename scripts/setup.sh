@@ -15,6 +15,7 @@ ROOT=$(pwd)
 # compiled gloo is the one inside libtorch_cpu, see docs/collectives.md), jemalloc 5.3, cpp-httplib 0.11.4 (the /metrics and /healthz server), openssl (test
 # certificates), Prometheus 2.42 (server and promtool,
 # for tests), python3-doc 3.11 (the demo corpus), ccache, ninja.
+# kubernetes-validate (PyPI) checks deploy/k8s against the Kubernetes API schemas offline.
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
@@ -23,6 +24,10 @@ APT_PACKAGES=(
   libcpp-httplib-dev openssl curl
   prometheus python3-doc python3-venv
 )
+# The deployment tests (tests/deploy): Docker 20.10 (engine with BuildKit, and its client), Compose
+# 1.29, debootstrap for the local base image. Not needed to build: the image's build stage skips them.
+DEPLOY_APT_PACKAGES=(docker.io docker-compose debootstrap)
+[[ "${GPT2D_SKIP_DEPLOY_TOOLS:-0}" == 1 ]] || APT_PACKAGES+=("${DEPLOY_APT_PACKAGES[@]}")
 if [[ "${GPT2D_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -41,7 +46,7 @@ fi
 PY_PACKAGES=(
   torch==2.15.0 transformers==5.23.0 tiktoken==0.14.0 safetensors==0.8.0 numpy==2.4.6
   grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
-  pytest==9.2.0 pyyaml==6.0.3
+  pytest==9.2.0 pyyaml==6.0.3 kubernetes-validate==1.37.0
 )
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

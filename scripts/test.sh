@@ -4,6 +4,8 @@
 #   2. the libtorch + gRPC joint test, RowLinear and DecodeAttention again under AddressSanitizer (build-asan/)
 #   3. the reference tests against transformers, tiktoken and friends (pytest)
 #   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest)
+#   5. the deployment: deploy/'s files checked by their tools, the image built on a local Debian
+#      base, the CPU compose stack brought up and used (pytest; starts dockerd when none runs)
 # Exit status is non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +35,18 @@ GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider te
 echo "== reference tests done after ${SECONDS}s"
 # A separate run: each directory has its own conftest.py.
 GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/cluster "$@"
+echo "== cluster tests done after ${SECONDS}s"
+
+# A Docker engine for the deployment tests: the one running, or one started here (and stopped at
+# exit; nothing else is touched). Debian's client: its BuildKit needs no buildx plugin.
+DOCKER=/usr/bin/docker
+started_dockerd=""
+if ! $DOCKER info >/dev/null 2>&1; then
+  dockerd >build/dockerd.log 2>&1 &
+  started_dockerd=$!
+  trap 'kill "$started_dockerd" 2>/dev/null; wait "$started_dockerd" 2>/dev/null' EXIT
+  for _ in $(seq 60); do $DOCKER info >/dev/null 2>&1 && break; sleep 0.5; done
+  $DOCKER info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 build/dockerd.log; exit 1; }
+fi
+DOCKER=$DOCKER GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/deploy "$@"
 echo "== all tests passed after ${SECONDS}s"

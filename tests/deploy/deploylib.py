@@ -37,7 +37,10 @@ def docker(*args, **kw):
 
 def build_images():
     """gpt2d's image (the runtime stage over this checkout's build) and the test Prometheus image."""
+    old = docker("image", "inspect", "-f", "{{.Id}}", IMAGE, check=False).stdout.strip()
     out = run(["bash", ROOT / "scripts" / "image.sh", IMAGE], env=dict(os.environ, DOCKER=DOCKER), timeout=1800)
+    if old and docker("image", "inspect", "-f", "{{.Id}}", IMAGE).stdout.strip() != old:
+        docker("rmi", old, check=False)  # the previous run's image, now untagged
     base = run(["bash", ROOT / "scripts" / "docker-base.sh"], env=dict(os.environ, DOCKER=DOCKER)).stdout.strip()
     ctx = ROOT / "build" / "prometheus-image"
     ctx.mkdir(parents=True, exist_ok=True)
