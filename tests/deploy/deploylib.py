@@ -52,6 +52,19 @@ def build_images():
     return out.stdout.strip()
 
 
+def remove_stale_stacks():
+    """Containers, volumes and networks of earlier test stacks that were never torn down (a run that
+    was killed): their restart policies would bring them back with the daemon."""
+    for kind in ("container", "volume", "network"):
+        listed = docker(kind, "ls", *(["-a"] if kind == "container" else []), "--filter",
+                        "label=com.docker.compose.project", "--format",
+                        '{{.Label "com.docker.compose.project"}} {{.%s}}' % ("ID" if kind != "volume" else "Name"),
+                        check=False).stdout.split("\n")
+        stale = [line.split()[1] for line in listed if line.startswith("gpt2dtest")]
+        if stale:
+            docker(kind, "rm", *(["-f"] if kind != "network" else []), *stale, check=False)
+
+
 class Stack:
     """One compose project of deploy/docker-compose.yml, CPU profile, with its own name, ports,
     secrets and data folder (several can run on one machine)."""

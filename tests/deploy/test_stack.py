@@ -18,6 +18,7 @@ STEPS = 150  # long enough to be scraped a few times (~30 s) and to crash a rank
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     dl.docker("info")  # the daemon (scripts/test.sh starts one when none runs)
+    dl.remove_stale_stacks()
     dl.build_images()
     data = tmp_path_factory.mktemp("data")
     cl.random_shards(data)
