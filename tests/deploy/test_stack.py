@@ -79,7 +79,11 @@ def test_a_crashed_worker_container_comes_back_and_the_job_resumes_from_its_chec
     stack.api.wait_state(job, {"RESTARTING", "RUNNING"}, timeout=60)
     cl.wait_for(lambda: stack.restart_count(victim) > before and stack.running(victim), 60,
                 f"{victim}'s restart policy to bring it back", interval=0.5)
-    stack.api.wait_state(job, "SUCCEEDED", timeout=600)
+    # gpt2ctl watches it to the end: exit 0 only when the job SUCCEEDED.
+    watch = stack.ctl("jobs", "watch", job, "-o", "json", check=False, timeout=600)
+    assert watch.returncode == 0, watch.stdout[-2000:] + watch.stderr[-2000:]
+    events = [json.loads(line) for line in watch.stdout.splitlines()]
+    assert any("checkpoint" in e for e in events) and any("eval" in e for e in events), events[-3:]
     final = stack.api.get(job)
     assert final.restarts == 1 and final.attempt == 2 and final.step == STEPS
     notes = [e.message for e in stack.api.events(job) if e.HasField("message")]
