@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -29,6 +30,7 @@ struct Collector {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   FinishReason finish = FinishReason::kNone;
+  std::string error;
   size_t hold_at = 0;
   bool held = false, resumed = false;
   Engine::Callback Callback() {
@@ -39,6 +41,7 @@ struct Collector {
         logprobs.push_back(e.logprob);
       }
       finish = e.finish;
+      error = e.error;
       if (hold_at > 0 && tokens.size() == hold_at && e.token >= 0) {
         held = true;
         cv.notify_all();
@@ -84,8 +87,7 @@ class EngineTest : public ::testing::Test {
     std::filesystem::remove_all(*dir_);
     delete dir_;
   }
-  static std::unique_ptr<Engine> Make(int64_t max_slots = 16, int64_t max_queue = 64) {
-    EngineOptions o;
+  static std::unique_ptr<Engine> Make(int64_t max_slots = 16, int64_t max_queue = 64, EngineOptions o = {}) {
     o.max_slots = max_slots;
     o.max_queue = max_queue;
     absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Load(*dir_, o);
@@ -291,6 +293,74 @@ TEST_F(EngineTest, AShorterServingContextBoundsRequestsAndStillMatchesTheFullOne
   // arithmetic; the two engines' slot counts (4 and 16) may calibrate different row counts, so
   // the tokens are equal up to a tie within rounding; on this model, equal.
   EXPECT_EQ(a.tokens, b.tokens);
+}
+
+}  // namespace
+}  // namespace gpt2
+
+namespace gpt2 {
+namespace {
+
+// A fault in a step (a c10::Error, out of memory) ends that step's requests with kError and is
+// reported; the engine goes on, and what it computes afterwards is what a healthy engine computes.
+TEST_F(EngineTest, AFaultyStepEndsItsRequestsAndTheEngineGoesOn) {
+  std::mutex mu;
+  std::vector<std::string> faults;  // "step: what", from on_fault
+  std::atomic<int> decodes{0};
+  std::atomic<bool> fail_next_prefill{false};
+  EngineOptions o;
+  o.before_step = [&](std::string_view step) {
+    if (step == "decode" && ++decodes == 3) TORCH_CHECK(false, "injected decode fault");
+    if (step == "prefill" && fail_next_prefill.exchange(false)) throw std::bad_alloc();
+  };
+  o.on_fault = [&](std::string_view step, std::string_view what) {
+    std::lock_guard lock(mu);
+    faults.push_back(std::string(step) + ": " + std::string(what));
+  };
+  auto engine = Make(/*max_slots=*/4, /*max_queue=*/64, o);
+  GenerationParams p;
+  p.prompt = {464, 3290, 318};
+  p.max_tokens = 12;
+  p.ignore_eos = true;
+  p.temperature = 0;
+
+  Collector a;  // running when the third decode step fails
+  ASSERT_TRUE(engine->Submit(p, a.Callback()).ok());
+  a.Wait();
+  EXPECT_EQ(a.finish, FinishReason::kError);
+  EXPECT_NE(a.error.find("decode step failed: injected decode fault"), std::string::npos) << a.error;
+  EXPECT_EQ(a.tokens.size(), 3u);  // from the prefill and the two decode steps before the fault
+
+  fail_next_prefill = true;
+  Collector b;  // its prefill runs out of memory
+  ASSERT_TRUE(engine->Submit(p, b.Callback()).ok());
+  b.Wait();
+  EXPECT_EQ(b.finish, FinishReason::kError);
+  EXPECT_TRUE(b.tokens.empty());
+
+  // The engine serves on, with every slot back, and gives what an engine that never failed gives.
+  std::vector<Collector> after(4);
+  for (auto& c : after) ASSERT_TRUE(engine->Submit(p, c.Callback()).ok());
+  Collector clean;
+  auto healthy = Make(/*max_slots=*/4);
+  ASSERT_TRUE(healthy->Submit(p, clean.Callback()).ok());
+  clean.Wait();
+  ASSERT_EQ(clean.finish, FinishReason::kLength);
+  for (auto& c : after) {
+    c.Wait();
+    EXPECT_EQ(c.finish, FinishReason::kLength);
+    EXPECT_EQ(c.tokens, clean.tokens);
+    EXPECT_EQ(c.logprobs, clean.logprobs);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const EngineStats st = engine->stats();
+  EXPECT_EQ(st.faults, 2);
+  EXPECT_EQ(st.active, 0);
+  EXPECT_EQ(st.kv_cache_usage, 0);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(faults.size(), 2u);
+  EXPECT_EQ(faults[0], "decode: injected decode fault");
+  EXPECT_EQ(faults[1].rfind("prefill: ", 0), 0u) << faults[1];
 }
 
 }  // namespace

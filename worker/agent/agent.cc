@@ -439,6 +439,7 @@ class Agent {
     serve_loader_ = std::thread([this, a] {
       EngineOptions eo = opts_.engine;
       eo.device = opts_.device;
+      eo.on_fault = serve_metrics_->FaultHandler(Log);
       absl::StatusOr<std::unique_ptr<Replica>> r = Replica::Start(a.checkpoint(), a.job_id(), eo);
       if (r.ok() && !a.follow_dir().empty()) (*r)->FollowReported(a.follow_dir(), *serve_metrics_);
       std::unique_ptr<Replica> old;

@@ -40,6 +40,7 @@ struct Request {
   int64_t len = 0;        // positions of this request in its slot's cache
   int64_t generated = 0;  // tokens produced so far
   int32_t next = -1;      // the latest token, not yet in the cache
+  bool ended = false;     // its last event was delivered
 };
 
 }  // namespace
@@ -168,8 +169,8 @@ class Engine::Impl {
         }
       }
       for (auto& r : cancelled) Finish(*r, {-1, 0, FinishReason::kCancelled, ""});
-      if (!admitted.empty()) Prefill(admitted);
-      if (active_ > 0) Decode();
+      if (!admitted.empty()) Step("prefill", admitted, [&] { Prefill(admitted); });
+      if (active_ > 0) Step("decode", Running(), [&] { Decode(); });
       PublishStats();
     }
     // Shutting down: every request still here ends.
@@ -177,6 +178,35 @@ class Engine::Impl {
     for (auto& r : queue_) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
     for (auto& r : slot_of_)
       if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+  }
+
+  std::vector<std::shared_ptr<Request>> Running() const {
+    std::vector<std::shared_ptr<Request>> running;
+    for (const auto& r : slot_of_)
+      if (r) running.push_back(r);
+    return running;
+  }
+
+  // Runs one step over `requests`. A fault ends those of them still running with kError (the
+  // KV-cache rows of their slots are rewritten by whoever takes the slots next) and is reported;
+  // the engine, the other requests and the process go on.
+  template <typename Fn>
+  void Step(std::string_view step, const std::vector<std::shared_ptr<Request>>& requests, const Fn& fn) {
+    std::string what;
+    try {
+      if (opts_.before_step) opts_.before_step(step);
+      fn();
+      return;
+    } catch (const c10::Error& e) {
+      what = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    ++faults_;
+    const std::string error = "the engine's " + std::string(step) + " step failed: " + what;
+    for (const auto& r : requests)
+      if (!r->ended) Finish(*r, {-1, 0, FinishReason::kError, error});
+    if (opts_.on_fault) opts_.on_fault(step, what);
   }
 
   // Prompts into free slots, together: their tokens' rows (padded to a calibrated prefill row
@@ -380,6 +410,7 @@ class Engine::Impl {
   }
 
   void Release(Request& r) {
+    r.ended = true;
     if (r.slot < 0) return;
     slot_of_[r.slot] = nullptr;
     --active_;
@@ -398,6 +429,7 @@ class Engine::Impl {
     stats_.queued = static_cast<int64_t>(queue_.size());
     stats_.decode_steps = decode_steps_;
     stats_.prefills = prefills_;
+    stats_.faults = faults_;
     stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
   }
 
@@ -413,7 +445,7 @@ class Engine::Impl {
   // Engine thread only.
   std::vector<std::shared_ptr<Request>> slot_of_;
   std::atomic<int64_t> active_{0};
-  int64_t decode_steps_ = 0, prefills_ = 0;
+  int64_t decode_steps_ = 0, prefills_ = 0, faults_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

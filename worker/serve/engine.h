@@ -13,6 +13,9 @@
 // therefore bit-identical alone and in any batch (tested), and a step costs what is running, not
 // the slots or the serving context.
 //
+// A step that fails (a c10::Error, out of memory) ends the requests it was computing with kError
+// and frees their slots; the engine goes on serving the others and the next arrivals.
+//
 // No libtorch in this header: the gRPC side of the worker includes it (docs/process-model.md).
 #pragma once
 
@@ -20,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -61,12 +65,18 @@ struct EngineOptions {
   // Tokens a request may span (prompt + max_tokens); 0 = the model's context. A shorter serving
   // context makes each slot smaller, so the same budget holds more of them.
   int64_t max_context = 0;
+  // Called on the engine's thread when a step fails ("prefill" or "decode", and why): the step's
+  // requests have ended with kError and the engine goes on with the next one.
+  std::function<void(std::string_view step, std::string_view what)> on_fault;
+  // Tests: called before each step; what it throws is a fault of that step.
+  std::function<void(std::string_view step)> before_step;
 };
 
 struct EngineStats {
   int64_t slots = 0, active = 0, queued = 0;
   int64_t decode_steps = 0;
   int64_t prefills = 0;       // prefill batches run (each of one or more prompts)
+  int64_t faults = 0;         // steps that failed (their requests ended with kError)
   double kv_cache_usage = 0;  // used token positions / all token positions
 };
 

@@ -130,6 +130,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   int64_t completion = 0;
   bool cancel_sent = false, client_gone = false;
   FinishReason finish = FinishReason::kNone;
+  std::string error;  // with kError
   std::optional<Clock::time_point> first, previous;
   while (finish == FinishReason::kNone) {
     std::deque<TokenEvent> batch;
@@ -162,6 +163,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
       }
       if (e.finish != FinishReason::kNone) {
         finish = e.finish;
+        error = e.error;
         unsent += decoder.finish();
       }
       if (!stops.empty()) {
@@ -205,7 +207,8 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   metrics_.Tokens(prompt_tokens, completion);
   if (finish == FinishReason::kCancelled || client_gone)
     return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-  if (finish == FinishReason::kError) return grpc::Status(grpc::StatusCode::INTERNAL, "generation failed");
+  if (finish == FinishReason::kError)
+    return grpc::Status(grpc::StatusCode::INTERNAL, error.empty() ? "generation failed" : error);
   return grpc::Status::OK;
 }
 

@@ -27,14 +27,16 @@ int Fail(const std::string& message, int code = 1) {
 int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   absl::StatusOr<Tokenizer> tok = LoadTokenizer(o.vocab);
   if (!tok.ok()) return Fail(std::string(tok.status().message()));
-  EngineOptions eo = o.engine;
-  eo.device = o.device;
-  absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
-  if (!replica.ok()) return Fail(std::string(replica.status().message()));
-
   auto registry = std::make_shared<prometheus::Registry>();
   ServeMetrics metrics(registry);
   metrics.Serving("");  // a standalone replica: no deployment
+  EngineOptions eo = o.engine;
+  eo.device = o.device;
+  eo.on_fault =
+      metrics.FaultHandler([](const std::string& line) { std::cerr << "gpt2-worker: " << line << std::endl; });
+  absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
+  if (!replica.ok()) return Fail(std::string(replica.status().message()));
+
   Replica* r = replica->get();
   GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics);
   if (!o.follow_dir.empty()) (*replica)->FollowReported(o.follow_dir, metrics);

@@ -47,7 +47,13 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
       deployment_info_(prometheus::BuildGauge()
                            .Name("gpt2_serve_deployment_info")
                            .Help("1 for the deployment this replica serves (label deployment).")
-                           .Register(*r)) {}
+                           .Register(*r)),
+      faults_(prometheus::BuildCounter()
+                  .Name("gpt2_serve_engine_faults_total")
+                  .Help("Engine steps that failed, by step (prefill, decode); their requests ended with INTERNAL.")
+                  .Register(*r)) {
+  for (const char* step : {"prefill", "decode"}) faults_.Add({{"step", step}});  // exported at 0 from the start
+}
 
 void GenerateMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
 void GenerateMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
@@ -70,6 +76,16 @@ void ServeMetrics::Serving(const std::string& deployment) {
   if (serving_ && *serving_ != deployment) deployment_info_.Remove(&deployment_info_.Add({{"deployment", *serving_}}));
   deployment_info_.Add({{"deployment", deployment}}).Set(1);
   serving_ = deployment;
+}
+
+void ServeMetrics::EngineFault(std::string_view step) { faults_.Add({{"step", std::string(step)}}).Increment(); }
+
+std::function<void(std::string_view, std::string_view)> ServeMetrics::FaultHandler(
+    std::function<void(const std::string&)> log) {
+  return [this, log = std::move(log)](std::string_view step, std::string_view what) {
+    EngineFault(step);
+    log(std::string("engine ").append(step).append(" step failed (its requests ended with INTERNAL): ").append(what));
+  };
 }
 
 void ServeMetrics::NotServing() {

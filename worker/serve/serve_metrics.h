@@ -10,10 +10,12 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace gpt2 {
 
@@ -45,11 +47,16 @@ class ServeMetrics : public GenerateMetrics {
   // ""); dashboards join the other series on `instance` to it to filter by deployment.
   void Serving(const std::string& deployment);
   void NotServing();
+  // An engine step that failed (its requests ended with INTERNAL): gpt2_serve_engine_faults_total{step}.
+  void EngineFault(std::string_view step);
+  // The engine's fault handler: counts the fault and logs it with `log`.
+  std::function<void(std::string_view, std::string_view)> FaultHandler(std::function<void(const std::string&)> log);
 
  private:
   prometheus::Gauge &batch_, &queue_, &kv_, &step_;
   prometheus::Family<prometheus::Counter>& loads_;
   prometheus::Family<prometheus::Gauge>& deployment_info_;
+  prometheus::Family<prometheus::Counter>& faults_;
   std::mutex mu_;
   std::optional<std::string> serving_;  // the deployment_info_ series that exists
 };
