@@ -24,6 +24,7 @@
 #include "worker/model/sampling.h"
 #include "worker/serve/decode_attention.h"
 #include "worker/serve/row_linear.h"
+#include "worker/serve/scheduler.h"
 
 namespace gpt2 {
 
@@ -70,22 +71,22 @@ absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, i
 
 class Engine::Impl {
  public:
-  Impl(GPT model, const EngineOptions& o, c10::Device device) : model_(std::move(model)), device_(device), opts_(o) {
+  Impl(GPT model, const EngineOptions& o, c10::Device device)
+      : model_(std::move(model)),
+        device_(device),
+        opts_(o),
+        T_(ServingContext(model_->config(), o)),
+        S_(SlotCount(model_, o, T_)),
+        scheduler_({S_, o.max_queue, o.max_prefill_tokens}) {
     const GPTConfig& c = model_->config();
     NH_ = c.n_head;
     HS_ = c.n_embd / c.n_head;
-    T_ = o.max_context > 0 ? std::min(o.max_context, c.n_positions) : c.n_positions;
     const auto dtype = model_->transformer->wte->weight.scalar_type();
-    const int64_t per_slot = 2 * c.n_layer * NH_ * T_ * HS_ * static_cast<int64_t>(c10::elementSize(dtype));
-    S_ = std::max<int64_t>(1, o.kv_cache_bytes / per_slot);
-    S_ = std::min(S_, o.max_slots);
     const auto opts = at::TensorOptions().dtype(dtype).device(device_);
     for (int64_t l = 0; l < c.n_layer; ++l) {
       k_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
       v_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
     }
-    free_.resize(S_);
-    for (int64_t s = 0; s < S_; ++s) free_[s] = S_ - 1 - s;  // take slot 0 first
     slot_of_.assign(S_, nullptr);
     row_linear_ = device_.is_cpu() && dtype == at::kFloat && RowLinearAvailable();
     CalibrateRowCounts();
@@ -93,11 +94,7 @@ class Engine::Impl {
   }
 
   ~Impl() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
+    scheduler_.Stop();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -107,26 +104,17 @@ class Engine::Impl {
     r->params = std::move(params);
     r->callback = std::move(callback);
     r->generator = MakeGenerator(r->params.seed);
-    {
-      std::lock_guard lock(mu_);
-      if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("the queue is full (", opts_.max_queue, " requests waiting); retry later"));
-      }
-      r->id = ++next_id_;
-      queue_.push_back(r);
-    }
-    cv_.notify_all();
+    // Under mu_, so that the engine's thread, which looks the request up after the scheduler
+    // admitted it, finds it.
+    std::lock_guard lock(mu_);
+    absl::StatusOr<int64_t> id = scheduler_.Enqueue(static_cast<int64_t>(r->params.prompt.size()));
+    if (!id.ok()) return id.status();
+    r->id = *id;
+    requests_[r->id] = r;
     return r->id;
   }
 
-  void Cancel(int64_t id) {
-    {
-      std::lock_guard lock(mu_);
-      cancelled_.insert(id);
-    }
-    cv_.notify_all();
-  }
+  void Cancel(int64_t id) { scheduler_.Cancel(id); }
 
   EngineStats stats() const {
     std::lock_guard lock(mu_);
@@ -137,54 +125,47 @@ class Engine::Impl {
   int64_t max_context() const { return T_; }
 
  private:
+  static int64_t ServingContext(const GPTConfig& c, const EngineOptions& o) {
+    return o.max_context > 0 ? std::min(o.max_context, c.n_positions) : c.n_positions;
+  }
+  // As many slots of the serving context as the KV budget holds (at least one), up to max_slots.
+  static int64_t SlotCount(const GPT& model, const EngineOptions& o, int64_t T) {
+    const GPTConfig& c = model->config();
+    const auto bytes = static_cast<int64_t>(c10::elementSize(model->transformer->wte->weight.scalar_type()));
+    const int64_t per_slot = 2 * c.n_layer * T * c.n_embd * bytes;  // K and V of every layer
+    return std::min(std::max<int64_t>(1, o.kv_cache_bytes / per_slot), o.max_slots);
+  }
+
+  // Schedule, execute, output: the scheduler plans the iteration; the runner executes its prefill
+  // and decode steps; each sampled token goes to its request (Emit), which may end it.
   void Loop() {
     c10::InferenceMode inference;
     while (true) {
-      std::vector<std::shared_ptr<Request>> admitted, cancelled;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty() || active_ > 0 || !cancelled_.empty(); });
-        if (stop_) break;
-        // Cancellations: waiting requests leave the queue, running ones their slot.
-        for (auto it = queue_.begin(); it != queue_.end();) {
-          if (cancelled_.count((*it)->id)) {
-            cancelled.push_back(*it);
-            it = queue_.erase(it);
-          } else {
-            ++it;
-          }
-        }
-        for (int64_t s = 0; s < S_; ++s)
-          if (slot_of_[s] && cancelled_.count(slot_of_[s]->id)) cancelled.push_back(slot_of_[s]);
-        cancelled_.clear();
-        // Admissions: prompts in arrival order into free slots, up to the prefill budget (at least
-        // one), so a burst of prompts delays running streams by a bounded amount per step.
-        int64_t tokens = 0;
-        for (size_t n = free_.size(); n > 0 && !queue_.empty(); --n) {
-          const auto P = static_cast<int64_t>(queue_.front()->params.prompt.size());
-          if (!admitted.empty() && tokens + P > opts_.max_prefill_tokens) break;
-          tokens += P;
-          admitted.push_back(queue_.front());
-          queue_.pop_front();
-        }
+      const IterationPlan plan = scheduler_.Next();
+      if (plan.stop) break;
+      for (int64_t id : plan.cancelled) Finish(*Lookup(id), {-1, 0, FinishReason::kCancelled, ""});
+      std::vector<std::shared_ptr<Request>> admitted;
+      for (const Admission& a : plan.prefill) {
+        admitted.push_back(Lookup(a.id));
+        admitted.back()->slot = a.slot;
       }
-      for (auto& r : cancelled) Finish(*r, {-1, 0, FinishReason::kCancelled, ""});
       if (!admitted.empty()) Step("prefill", admitted, [&] { Prefill(admitted); });
-      if (active_ > 0) Step("decode", Running(), [&] { Decode(); });
+      std::vector<std::shared_ptr<Request>> running;  // those that did not end in their prefill
+      for (int64_t s : plan.decode)
+        if (slot_of_[s]) running.push_back(slot_of_[s]);
+      if (!running.empty()) Step("decode", running, [&] { Decode(running); });
       PublishStats();
     }
     // Shutting down: every request still here ends.
-    std::lock_guard lock(mu_);
-    for (auto& r : queue_) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+    for (int64_t id : scheduler_.Queued())
+      Lookup(id)->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
     for (auto& r : slot_of_)
       if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
   }
 
-  std::vector<std::shared_ptr<Request>> Running() const {
-    std::vector<std::shared_ptr<Request>> running;
-    for (const auto& r : slot_of_)
-      if (r) running.push_back(r);
-    return running;
+  std::shared_ptr<Request> Lookup(int64_t id) {
+    std::lock_guard lock(mu_);
+    return requests_.at(id);
   }
 
   // Runs one step over `requests`. A fault ends those of them still running with kError (the
@@ -215,11 +196,6 @@ class Engine::Impl {
   void Prefill(const std::vector<std::shared_ptr<Request>>& group) {
     std::vector<int64_t> ids, positions, offsets;
     for (const auto& r : group) {
-      {
-        std::lock_guard lock(mu_);
-        r->slot = free_.back();
-        free_.pop_back();
-      }
       slot_of_[r->slot] = r;
       ++active_;
       offsets.push_back(static_cast<int64_t>(ids.size()));
@@ -343,10 +319,9 @@ class Engine::Impl {
   // count) go through the dense layers together; each slot attends alone over exactly its own
   // cached positions, so its arithmetic is the same whatever else is running and the work follows
   // the requests' real lengths, not the serving context.
-  void Decode() {
+  void Decode(const std::vector<std::shared_ptr<Request>>& running) {
     std::vector<int64_t> slots;
-    for (int64_t s = 0; s < S_; ++s)
-      if (slot_of_[s]) slots.push_back(s);
+    for (const auto& r : running) slots.push_back(r->slot);
     const int64_t n = static_cast<int64_t>(slots.size());
     const int64_t m = RowsFor(decode_rows_, n);
     std::vector<int64_t> tokens(m, 0), positions(m, 0);
@@ -409,14 +384,18 @@ class Engine::Impl {
     Release(r);
   }
 
+  // The request has had its last event: it leaves its slot (if the scheduler has not already taken
+  // it back, as for a cancellation) and the engine.
   void Release(Request& r) {
     r.ended = true;
-    if (r.slot < 0) return;
-    slot_of_[r.slot] = nullptr;
-    --active_;
-    std::lock_guard lock(mu_);
-    free_.push_back(r.slot);
+    if (r.slot >= 0 && slot_of_[r.slot].get() == &r) {
+      slot_of_[r.slot] = nullptr;
+      --active_;
+    }
     r.slot = -1;
+    scheduler_.Release(r.id);
+    std::lock_guard lock(mu_);
+    requests_.erase(r.id);
   }
 
   void PublishStats() {
@@ -426,7 +405,7 @@ class Engine::Impl {
     std::lock_guard lock(mu_);
     stats_.slots = S_;
     stats_.active = active_;
-    stats_.queued = static_cast<int64_t>(queue_.size());
+    stats_.queued = scheduler_.queued();
     stats_.decode_steps = decode_steps_;
     stats_.prefills = prefills_;
     stats_.faults = faults_;
@@ -436,7 +415,9 @@ class Engine::Impl {
   GPT model_;
   c10::Device device_;
   EngineOptions opts_;
-  int64_t NH_ = 0, HS_ = 0, T_ = 0, S_ = 0;
+  const int64_t T_, S_;  // the serving context; KV-cache slots
+  Scheduler scheduler_;
+  int64_t NH_ = 0, HS_ = 0;
   std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
   bool row_linear_ = false;            // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
   std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
@@ -447,13 +428,8 @@ class Engine::Impl {
   std::atomic<int64_t> active_{0};
   int64_t decode_steps_ = 0, prefills_ = 0, faults_ = 0;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::shared_ptr<Request>> queue_;
-  std::vector<int64_t> free_;
-  std::set<int64_t> cancelled_;
-  int64_t next_id_ = 0;
-  bool stop_ = false;
+  mutable std::mutex mu_;                                 // requests_ and stats_
+  std::map<int64_t, std::shared_ptr<Request>> requests_;  // every request not yet ended, by id
   EngineStats stats_;
   std::thread thread_;
 };
