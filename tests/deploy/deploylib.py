@@ -41,6 +41,9 @@ def build_images():
     out = run(["bash", ROOT / "scripts" / "image.sh", IMAGE], env=dict(os.environ, DOCKER=DOCKER), timeout=1800)
     if old and docker("image", "inspect", "-f", "{{.Id}}", IMAGE).stdout.strip() != old:
         docker("rmi", old, check=False)  # the previous run's image, now untagged
+    # BuildKit keeps each build context it was sent (3.5 GB of libraries from every checkout that
+    # ran the tests): bound what it keeps, so that runs on one machine do not fill its disk.
+    docker("builder", "prune", "-f", "--keep-storage", "8GB", check=False)
     base = run(["bash", ROOT / "scripts" / "docker-base.sh"], env=dict(os.environ, DOCKER=DOCKER)).stdout.strip()
     ctx = ROOT / "build" / "prometheus-image"
     ctx.mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,18 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GPTConfig& c) : n_head_(c
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), NH = n_head_, HS = C / NH;
-  auto qkv = c_attn(x).split(C, /*dim=*/2);  // 3 x (B,T,C)
+  auto qkv = c_attn(x).split(x.size(2), /*dim=*/2);  // 3 x (B,T,C)
+  return c_proj(Attend(qkv[0], qkv[1], qkv[2]));
+}
+
+torch::Tensor CausalSelfAttentionImpl::Attend(const torch::Tensor& q, const torch::Tensor& k,
+                                              const torch::Tensor& v) const {
+  const int64_t B = q.size(0), T = q.size(1), C = q.size(2), NH = n_head_, HS = C / NH;
   auto heads = [&](const torch::Tensor& t) { return t.view({B, T, NH, HS}).transpose(1, 2); };
   // (B,NH,T,HS) each; softmax(q k^T / sqrt(HS)) v with the causal mask
-  torch::Tensor y = at::scaled_dot_product_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]),
-                                                     /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                     /*is_causal=*/true);
-  y = y.transpose(1, 2).contiguous().view({B, T, C});  // re-assemble all heads side by side
-  return c_proj(y);
+  torch::Tensor y = at::scaled_dot_product_attention(heads(q), heads(k), heads(v), /*attn_mask=*/{},
+                                                     /*dropout_p=*/0.0, /*is_causal=*/true);
+  return y.transpose(1, 2).contiguous().view({B, T, C});  // re-assemble all heads side by side
 }
 
 MLPImpl::MLPImpl(const GPTConfig& c) {
@@ -46,8 +49,9 @@ BlockImpl::BlockImpl(const GPTConfig& c) {
 }
 
 torch::Tensor BlockImpl::forward(torch::Tensor x) {
-  x = x + attn(ln_1(x));
-  return x + mlp(ln_2(x));
+  return ForwardWith(
+      x, [](torch::nn::Linear& layer, const torch::Tensor& in) { return layer->forward(in); },
+      [this](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) { return attn->Attend(q, k, v); });
 }
 
 TransformerImpl::TransformerImpl(const GPTConfig& c) {

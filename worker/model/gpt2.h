@@ -5,13 +5,14 @@
 // scaled_dot_product_attention (flash/efficient kernels where the build has them), and the LM head
 // tied to the token embedding. Parameter names equal Hugging Face's
 // (transformer.h.0.attn.c_attn.weight, ...). Hugging Face stores Conv1D weights as (in, out);
-// ours are nn::Linear (out, in): the transpose happens once, in checkpoint.cc.
+// ours are nn::Linear (out, in): the transpose happens once, in hf_checkpoint.cc (load and save).
 //
 // B = batch, T = time (sequence), C = channels (n_embd), NH = heads, HS = C / NH, V = vocab,
 // Vp = vocab padded to a multiple of 64. The rows of wte past V exist only to make the LM-head
 // matmul a friendly shape: they are never sampled and never part of the loss.
 #pragma once
 
+#include <ATen/ops/gelu.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -29,6 +30,8 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   explicit CausalSelfAttentionImpl(const GPTConfig& config);
   // x (B,T,C) -> (B,T,C)
   torch::Tensor forward(const torch::Tensor& x);
+  // q, k, v (B,T,C) each -> (B,T,C): every head attends causally over its sequence (before c_proj).
+  torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) const;
 
   torch::nn::Linear c_attn{nullptr};  // (3C, C): q, k, v for all heads
   torch::nn::Linear c_proj{nullptr};  // (C, C)
@@ -54,6 +57,19 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const GPTConfig& config);
   // x (B,T,C) -> (B,T,C): x + attn(ln_1(x)), then + mlp(ln_2(x))
   torch::Tensor forward(torch::Tensor x);
+
+  // The same block with its attention and linear layers passed in, as serving runs it (over the
+  // rows (m,C) of many requests, each attending over its own cached positions):
+  // `attention(q, k, v)` maps the projections (..,C) to the heads' output (..,C) before c_proj, and
+  // `linear(layer, x)` applies one of the block's nn::Linear layers. forward() is this with
+  // Attend and the layers themselves.
+  template <typename Linear, typename Attention>
+  torch::Tensor ForwardWith(const torch::Tensor& x, const Linear& linear, const Attention& attention) {
+    const int64_t C = x.size(-1);
+    auto qkv = linear(attn->c_attn, ln_1(x)).split(C, /*dim=*/-1);  // 3 x (..,C)
+    torch::Tensor h = x + linear(attn->c_proj, attention(qkv[0], qkv[1], qkv[2]));
+    return h + linear(mlp->c_proj, at::gelu(linear(mlp->c_fc, ln_2(h)), /*approximate=*/"tanh"));
+  }
 
   torch::nn::LayerNorm ln_1{nullptr};
   CausalSelfAttention attn{nullptr};

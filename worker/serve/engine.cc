@@ -242,17 +242,16 @@ class Engine::Impl {
     }
   }
 
-  // A linear layer through RowLinear (decode steps on a CPU) or the device's BLAS.
-  static at::Tensor Linear(torch::nn::Linear& layer, const at::Tensor& x, bool row_linear) {
-    return row_linear ? RowLinear(x, layer->weight, layer->bias) : layer->forward(x);
-  }
-  // Block b's dense work with `attention` in the middle: x + proj(attention(qkv)), then the MLP.
+  // Block b over rows x (m,C) with `attention` in the middle (the model's own block: gpt2.h), its
+  // linear layers through RowLinear (decode steps on a CPU) or the device's BLAS.
   template <typename Attention>
   static at::Tensor DenseBlock(Block& b, const at::Tensor& x, bool row_linear, const Attention& attention) {
-    auto qkv = Linear(b->attn->c_attn, b->ln_1(x), row_linear).split(x.size(1), 1);  // 3 x (m,C)
-    at::Tensor h = x + Linear(b->attn->c_proj, attention(qkv[0], qkv[1], qkv[2]), row_linear);
-    at::Tensor a = at::gelu(Linear(b->mlp->c_fc, b->ln_2(h), row_linear), /*approximate=*/"tanh");
-    return h + Linear(b->mlp->c_proj, a, row_linear);
+    return b->ForwardWith(
+        x,
+        [row_linear](torch::nn::Linear& layer, const at::Tensor& in) {
+          return row_linear ? RowLinear(in, layer->weight, layer->bias) : layer->forward(in);
+        },
+        attention);
   }
 
   // Rows x (m,C) through every block; `attend(l, q, k, v)` gives layer l's attention output (m,C)
