@@ -20,14 +20,16 @@ echo "== ctest done after ${SECONDS}s"
 # ASan: libtorch itself is not instrumented; leak checking would report its intentional
 # process-lifetime allocations, so it is off. Everything else (overflows, use-after-free,
 # mismatched new/delete across the protobuf boundary) is on.
-# RowLinear and DecodeAttention (hand-written SIMD over raw pointers) run here too.
-for target in torch_grpc_joint_test row_linear_test decode_attention_test; do
+# RowLinear and DecodeAttention (hand-written SIMD over raw pointers) run here too, and TokenStream
+# (events that outlive their consumer).
+for target in torch_grpc_joint_test row_linear_test decode_attention_test token_stream_test; do
   GPT2_BUILD_DIR=build-asan GPT2_BUILD_TARGET=$target scripts/build.sh -DGPT2D_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
 done
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 build-asan/tests/integration/torch_grpc_joint_test
 build-asan/tests/unit/row_linear_test
 build-asan/tests/unit/decode_attention_test
+build-asan/tests/unit/token_stream_test
 unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "== asan done after ${SECONDS}s"
 

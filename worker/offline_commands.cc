@@ -17,6 +17,7 @@
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
 #include "worker/serve/engine.h"
+#include "worker/serve/token_stream.h"
 #include "worker/tokenizer/stream_decoder.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -118,35 +119,26 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
   if (o.max_new_tokens > 0) {
     if (absl::Status s = ValidateGeneration(params, (*engine)->config()); !s.ok()) return Fail(err, s, 2);
     // Events arrive on the engine's thread; this one prints them in order.
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<TokenEvent> events;
-    absl::StatusOr<int64_t> id = (*engine)->Submit(params, [&](const TokenEvent& e) {
-      std::lock_guard lock(mu);
-      events.push_back(e);
-      cv.notify_all();
-    });
+    TokenStream stream;
+    absl::StatusOr<int64_t> id = (*engine)->Submit(params, stream.Callback());
     if (!id.ok()) return Fail(err, id.status(), 2);
     if (!o.json) out << o.prompt << std::flush;
     StreamDecoder decoder(*tok);
     for (bool done = false; !done;) {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return !events.empty(); });
-      TokenEvent e = events.front();
-      events.pop_front();
-      lock.unlock();
-      if (e.token >= 0) {
-        tokens.push_back(static_cast<TokenId>(e.token));
-        absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
-        if (!delta.ok()) return Fail(err, delta.status());
-        text += *delta;
-        if (!o.json) out << *delta << std::flush;
-      }
-      if (e.finish != FinishReason::kNone) {
-        done = true;
-        if (e.finish == FinishReason::kEos) finish = "eos";
-        if (e.finish == FinishReason::kCancelled || e.finish == FinishReason::kError)
-          return Fail(err, absl::InternalError(absl::StrCat("generation stopped: ", e.error)));
+      for (const TokenEvent& e : stream.Next(std::chrono::seconds(1))) {
+        if (e.token >= 0) {
+          tokens.push_back(static_cast<TokenId>(e.token));
+          absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
+          if (!delta.ok()) return Fail(err, delta.status());
+          text += *delta;
+          if (!o.json) out << *delta << std::flush;
+        }
+        if (e.finish != FinishReason::kNone) {
+          done = true;
+          if (e.finish == FinishReason::kEos) finish = "eos";
+          if (e.finish == FinishReason::kCancelled || e.finish == FinishReason::kError)
+            return Fail(err, absl::InternalError(absl::StrCat("generation stopped: ", e.error)));
+        }
       }
     }
     std::string rest = decoder.finish();

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "worker/serve/token_stream.h"
 #include "worker/tokenizer/stream_decoder.h"
 
 namespace gpt2 {
@@ -77,13 +78,6 @@ absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const 
   return p;
 }
 
-// Events of one request, from the engine's thread to the RPC's.
-struct Inbox {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<TokenEvent> events;
-};
-
 }  // namespace
 
 GenerateServiceImpl::GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics)
@@ -116,12 +110,8 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_);
   if (!params.ok()) return ToGrpcStatus(params.status());
   const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
-  auto inbox = std::make_shared<Inbox>();
-  absl::StatusOr<int64_t> id = engine.Submit(*params, [inbox](const TokenEvent& e) {
-    std::lock_guard lock(inbox->mu);
-    inbox->events.push_back(e);
-    inbox->cv.notify_all();
-  });
+  TokenStream stream;
+  absl::StatusOr<int64_t> id = engine.Submit(*params, stream.Callback());
   if (!id.ok()) return ToGrpcStatus(InApiTerms(id.status()));
 
   const std::vector<std::string> stops(req.sampling().stop().begin(), req.sampling().stop().end());
@@ -133,12 +123,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   std::string error;  // with kError
   std::optional<Clock::time_point> first, previous;
   while (finish == FinishReason::kNone) {
-    std::deque<TokenEvent> batch;
-    {
-      std::unique_lock lock(inbox->mu);
-      inbox->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return !inbox->events.empty(); });
-      batch.swap(inbox->events);
-    }
+    const std::vector<TokenEvent> batch = stream.Next(std::chrono::milliseconds(50));
     if (!cancel_sent && (client_gone || ctx->IsCancelled())) {
       engine.Cancel(*id);  // the slot is free after the engine's current step
       cancel_sent = true;

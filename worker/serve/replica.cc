@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "worker/serve/serve_metrics.h"
+#include "worker/serve/token_stream.h"
 
 namespace gpt2 {
 namespace {
@@ -22,18 +23,11 @@ absl::Status SelfTest(Engine& engine) {
   p.temperature = 0;
   p.max_tokens = 1;
   p.ignore_eos = true;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<TokenEvent> last;
-  absl::StatusOr<int64_t> id = engine.Submit(p, [&](const TokenEvent& e) {
-    std::lock_guard lock(mu);
-    if (e.finish != FinishReason::kNone) last = e;
-    cv.notify_all();
-  });
+  TokenStream stream;
+  absl::StatusOr<int64_t> id = engine.Submit(p, stream.Callback());
   if (!id.ok()) return id.status();
-  std::unique_lock lock(mu);
-  if (!cv.wait_for(lock, std::chrono::seconds(120), [&] { return last.has_value(); }))
-    return absl::DeadlineExceededError("the new weights did not produce a token within 120 s");
+  std::optional<TokenEvent> last = stream.WaitForEnd(std::chrono::seconds(120));
+  if (!last) return absl::DeadlineExceededError("the new weights did not produce a token within 120 s");
   if (last->token < 0 || !std::isfinite(last->logprob))
     return absl::DataLossError("the new weights produce non-finite log-probabilities");
   return absl::OkStatus();
