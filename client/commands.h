@@ -116,10 +116,10 @@ int GetDeployment(Client& client, const std::string& name);
 int DeleteDeployment(Client& client, const std::string& name);
 
 struct GenerateOptions {
-  std::string prompt;      // "-": read stdin (as is, a trailing newline included)
-  std::string deployment;  // empty: gpt2d's default deployment
-  int32_t max_tokens = 64;
-  std::optional<float> temperature;  // unset: the server's default (1.0)
+  std::string prompt;                 // "-": read stdin (as is, a trailing newline included)
+  std::string deployment;             // empty: gpt2d's default deployment
+  std::optional<int32_t> max_tokens;  // unset: the server's default (16)
+  std::optional<float> temperature;   // unset: the server's default (1.0)
   int32_t top_k = 0;
   float top_p = 0;
   std::optional<uint64_t> seed;

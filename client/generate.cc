@@ -116,7 +116,7 @@ absl::StatusOr<v1::GenerateRequest> MakeRequest(const GenerateOptions& options) 
   s.set_top_k(options.top_k);
   s.set_top_p(options.top_p);
   if (options.seed) s.set_seed(*options.seed);
-  s.set_max_tokens(options.max_tokens);
+  if (options.max_tokens) s.set_max_tokens(*options.max_tokens);
   for (const std::string& stop : options.stop) s.add_stop(stop);
   s.set_ignore_eos(options.ignore_eos);
   s.set_logprobs(options.logprobs);

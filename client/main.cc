@@ -207,10 +207,11 @@ int main(int argc, char** argv) {
   generate_cmd->add_option("prompt", gen.prompt, "The prompt; - reads stdin (as is)")->type_name("PROMPT")->required();
   generate_cmd->add_option("--deployment", gen.deployment, "Which deployment (default: gpt2d's \"default\")")
       ->type_name("NAME");
-  generate_cmd->add_option("--max-tokens", gen.max_tokens, "Most tokens to generate")
-      ->type_name("N")
-      ->check(kAtLeastOne)
-      ->capture_default_str();
+  int32_t max_tokens = 0;
+  CLI::Option* max_tokens_opt =
+      generate_cmd->add_option("--max-tokens", max_tokens, "Most tokens to generate (default: the server's, 16)")
+          ->type_name("N")
+          ->check(kAtLeastOne);
   CLI::Option* temperature_opt =
       generate_cmd->add_option("--temperature", temperature, "Softmax temperature; 0 is greedy (default: 1.0)")
           ->type_name("T");
@@ -248,6 +249,7 @@ int main(int argc, char** argv) {
   if (output == "json") global.output = Output::kJson;
   global.timeout_given = timeout_opt->count() > 0;
   if (temperature_opt->count() > 0) gen.temperature = temperature;
+  if (max_tokens_opt->count() > 0) gen.max_tokens = max_tokens;
   if (seed_opt->count() > 0) gen.seed = seed;
   if (deploy_create_cmd->parsed() && create.checkpoint.empty() == create.follow_job.empty())
     return UsageError("deploy create needs exactly one of --checkpoint DIR and --follow-job JOB_ID");

@@ -123,6 +123,9 @@ def test_deployment_validation_routing_errors_and_delete(cluster, shards, tmp_pa
     assert 'gpt2_generate_tokens_total{kind="completion"} 9' in page
     check = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+    # Without --max-tokens gpt2ctl leaves the number to the server, whose one default is 16.
+    default = cluster.ctl("generate", "Hello", "--temperature", "0", "--ignore-eos")
+    assert default.returncode == 0 and "| 16 tokens |" in default.stderr, default.stderr
     with pytest.raises(grpc.RpcError) as e:
         generate(cluster, "Hello", max_tokens=500)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sampling.max_tokens" in e.value.details()

@@ -34,14 +34,17 @@ namespace gpt2 {
 
 enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kError };
 
+// The serving APIs' one default for max_tokens (OpenAI's): gRPC's 0, gpt2ctl without --max-tokens.
+inline constexpr int64_t kDefaultMaxTokens = 16;
+
 struct GenerationParams {
   std::vector<int32_t> prompt;  // token ids, 1 <= size, each < vocab_size
   double temperature = 1.0;     // 0 = greedy
   int64_t top_k = 0;            // 0 = all tokens
   double top_p = 1.0;           // 1 = no nucleus cut
   uint64_t seed = 0;
-  int64_t max_tokens = 16;  // > 0; prompt + max_tokens <= the model's context
-  bool ignore_eos = false;  // else <|endoftext|> ends the request (it is not returned)
+  int64_t max_tokens = kDefaultMaxTokens;  // > 0; prompt + max_tokens <= the model's context
+  bool ignore_eos = false;                 // else <|endoftext|> ends the request (it is not returned)
 };
 
 // One step of a request's life, delivered on the engine's thread (keep the callback short).

@@ -19,7 +19,6 @@ namespace v1 = ::gpt2d::v1;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxStops = 8;
-constexpr int64_t kDefaultMaxTokens = 16;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
