@@ -16,11 +16,6 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GPTConfig& c) : n_head_(c
   c_proj = register_module("c_proj", torch::nn::Linear(c.n_embd, c.n_embd));
 }
 
-torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
-  auto qkv = c_attn(x).split(x.size(2), /*dim=*/2);  // 3 x (B,T,C)
-  return c_proj(Attend(qkv[0], qkv[1], qkv[2]));
-}
-
 torch::Tensor CausalSelfAttentionImpl::Attend(const torch::Tensor& q, const torch::Tensor& k,
                                               const torch::Tensor& v) const {
   const int64_t B = q.size(0), T = q.size(1), C = q.size(2), NH = n_head_, HS = C / NH;
@@ -35,8 +30,6 @@ MLPImpl::MLPImpl(const GPTConfig& c) {
   c_fc = register_module("c_fc", torch::nn::Linear(c.n_embd, c.mlp_width()));
   c_proj = register_module("c_proj", torch::nn::Linear(c.mlp_width(), c.n_embd));
 }
-
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) { return c_proj(at::gelu(c_fc(x), /*approximate=*/"tanh")); }
 
 BlockImpl::BlockImpl(const GPTConfig& c) {
   auto layer_norm = [&] {

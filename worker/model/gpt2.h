@@ -28,9 +28,8 @@ namespace gpt2 {
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit CausalSelfAttentionImpl(const GPTConfig& config);
-  // x (B,T,C) -> (B,T,C)
-  torch::Tensor forward(const torch::Tensor& x);
-  // q, k, v (B,T,C) each -> (B,T,C): every head attends causally over its sequence (before c_proj).
+  // q, k, v (B,T,C) each -> (B,T,C): every head attends causally over its sequence (the block
+  // applies c_attn before and c_proj after: BlockImpl::ForwardWith).
   torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) const;
 
   torch::nn::Linear c_attn{nullptr};  // (3C, C): q, k, v for all heads
@@ -44,9 +43,7 @@ TORCH_MODULE(CausalSelfAttention);
 class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const GPTConfig& config);
-  // x (B,T,C) -> (B,T,C)
-  torch::Tensor forward(const torch::Tensor& x);
-
+  // Applied by the block: c_proj(gelu_tanh(c_fc(x))), (B,T,C) -> (B,T,C) (BlockImpl::ForwardWith).
   torch::nn::Linear c_fc{nullptr};    // (4C, C)
   torch::nn::Linear c_proj{nullptr};  // (C, 4C)
 };
