@@ -4,11 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
-#include <deque>
 #include <fstream>
 #include <iostream>
-#include <mutex>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"

@@ -1,9 +1,6 @@
 #include "worker/serve/generate_service.h"
 
 #include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 #include <optional>
 #include <random>
 

@@ -1,7 +1,6 @@
 #include "worker/serve/replica.h"
 
 #include <cmath>
-#include <condition_variable>
 #include <filesystem>
 #include <iostream>
 #include <optional>
