@@ -59,6 +59,10 @@ void AddEngineFlags(CLI::App* cmd, gpt2::EngineOptions& eo, const std::string& w
                   when + "prompt tokens prefilled together between two decode steps (a longer prompt goes alone)")
       ->capture_default_str()
       ->check(AtLeast(1));
+  cmd->add_option("--weights", eo.weights,
+                  when + "weight format for decoding: fp32, bf16 (half the bytes) or int8 (a quarter; a scale per row)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 }
 
 }  // namespace
@@ -96,7 +100,10 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--top-p", sample.top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
   sample_cmd->add_option("--seed", sample.seed, "Random seed")->capture_default_str();
   sample_cmd->add_flag("--ignore-eos", sample.ignore_eos, "Do not stop at <|endoftext|>");
-  sample_cmd->add_flag("--json", sample.json, "Print one JSON object (text, tokens, finish_reason)");
+  sample_cmd->add_flag("--json", sample.json, "Print one JSON object (text, tokens, logprobs, finish_reason)");
+  sample_cmd->add_option("--weights", sample.weights, "Weight format: fp32, bf16 or int8 (as `serve --weights`)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 
   gpt2::InitOptions init;
   CLI::App* init_cmd = app.add_subcommand("init", "Write a freshly initialised GPT-2 as a checkpoint directory");

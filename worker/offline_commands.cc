@@ -97,6 +97,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
   // The serving engine with one slot: offline samples are exactly what a replica would serve.
   EngineOptions engine_options;
   engine_options.max_slots = 1;
+  engine_options.weights = o.weights;
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(o.model_dir, engine_options);
   if (!engine.ok()) return Fail(err, engine.status());
 
@@ -111,6 +112,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
   params.ignore_eos = o.ignore_eos;
 
   std::vector<TokenId> tokens;
+  std::vector<float> logprobs;
   std::string text;
   std::string finish = "length";
   if (o.max_new_tokens > 0) {
@@ -125,6 +127,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
       for (const TokenEvent& e : stream.Next(std::chrono::seconds(1))) {
         if (e.token >= 0) {
           tokens.push_back(static_cast<TokenId>(e.token));
+          logprobs.push_back(e.logprob);
           absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
           if (!delta.ok()) return Fail(err, delta.status());
           text += *delta;
@@ -149,6 +152,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
     j["prompt"] = o.prompt;
     j["text"] = text;
     j["tokens"] = tokens;
+    j["logprobs"] = logprobs;
     j["finish_reason"] = finish;
     out << j.dump() << "\n";
   } else {

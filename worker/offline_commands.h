@@ -30,6 +30,7 @@ struct SampleOptions {
   uint64_t seed = 42;
   bool ignore_eos = false;
   bool json = false;  // one JSON object at the end instead of streaming text
+  std::string weights = "fp32";  // the engine's weight format (EngineOptions::weights)
   std::string vocab;
 };
 int RunSample(const SampleOptions& options, std::ostream& out, std::ostream& err);

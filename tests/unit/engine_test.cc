@@ -11,12 +11,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
+#include "worker/serve/row_linear.h"
 
 namespace gpt2 {
 namespace {
@@ -119,12 +121,19 @@ class EngineTest : public ::testing::Test {
 };
 std::string* EngineTest::dir_ = nullptr;
 
-TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
+// Each request alone with the default prefill budget, then all of them arriving in waves into a
+// running batch, with prompts longer than the budget computed in chunks beside running streams:
+// the same tokens and the same float logprobs, for every weight format.
+class BatchInvarianceTest : public EngineTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(BatchInvarianceTest, BatchingAndChunkingNeverChangeTheTokens) {
   const std::vector<GenerationParams> requests = Requests();
+  EngineOptions o;
+  o.weights = GetParam();
   std::vector<std::vector<int32_t>> alone;
   std::vector<std::vector<float>> alone_logprobs;
   {
-    auto engine = Make();
+    auto engine = Make(16, 64, o);
     for (const GenerationParams& p : requests) {
       Collector c;
       ASSERT_TRUE(engine->Submit(p, c.Callback()).ok());
@@ -135,27 +144,72 @@ TEST_F(EngineTest, BatchingNeverChangesTheTokens) {
       alone_logprobs.push_back(c.logprobs);
     }
   }
-  auto engine = Make();
+  // Where rows are computed on their own (RowLinear), a prompt's chunks do not change its rows
+  // either; elsewhere chunk boundaries are the prompt's own, so the reference uses the same budget.
+  o.max_prefill_tokens = 7;
+  std::vector<std::vector<int32_t>> reference = alone;
+  std::vector<std::vector<float>> reference_logprobs = alone_logprobs;
+  if (!RowLinearAvailable()) {
+    auto engine = Make(16, 64, o);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      Collector c;
+      ASSERT_TRUE(engine->Submit(requests[i], c.Callback()).ok());
+      c.Wait();
+      reference[i] = c.tokens;
+      reference_logprobs[i] = c.logprobs;
+    }
+  }
+  auto engine = Make(16, 64, o);
   std::vector<std::unique_ptr<Collector>> batched;
   for (size_t i = 0; i < requests.size(); ++i) {
     batched.push_back(std::make_unique<Collector>());
     ASSERT_TRUE(engine->Submit(requests[i], batched.back()->Callback()).ok());
     if (i % 4 == 3) batched.back()->WaitForTokens(2);  // the next ones join a running batch
   }
-  int64_t decoded = 0;
+  int64_t decoded = 0, chunks = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
+    chunks += (static_cast<int64_t>(requests[i].prompt.size()) + 6) / 7;
     batched[i]->Wait();
-    EXPECT_EQ(batched[i]->tokens, alone[i]) << "request " << i;
+    EXPECT_EQ(batched[i]->tokens, reference[i]) << "request " << i;
     // Bit-identical arithmetic, not just the same choices: the logprobs are equal floats.
-    EXPECT_EQ(batched[i]->logprobs, alone_logprobs[i]) << "request " << i;
-    decoded += static_cast<int64_t>(batched[i]->tokens.size()) - 1;  // the first token comes from prefill
+    EXPECT_EQ(batched[i]->logprobs, reference_logprobs[i]) << "request " << i;
+    decoded += static_cast<int64_t>(batched[i]->tokens.size()) - 1;  // the first token comes with the prompt
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the engine publishes after its step
   EXPECT_EQ(engine->stats().active, 0);
-  // They really ran together: fewer decode steps than tokens decoded, and prompts that arrived
-  // together were prefilled together.
+  // They really ran together: fewer decode steps than tokens decoded, and fewer iterations with
+  // prompt rows than chunks (prompts longer than 7 tokens took several).
   EXPECT_LT(engine->stats().decode_steps, decoded / 2);
-  EXPECT_LT(engine->stats().prefills, static_cast<int64_t>(requests.size()));
+  EXPECT_LT(engine->stats().prefills, chunks);
+  EXPECT_GT(chunks, static_cast<int64_t>(requests.size()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Weights, BatchInvarianceTest, ::testing::Values("fp32", "bf16", "int8"));
+
+// Reduced-precision weights change the numbers, boundedly: a request's logprobs under bf16 and
+// int8 weights stay near fp32's along the same tokens (a random model's distribution is nearly
+// flat, so the greedy choice itself may differ; tests/reference compares a trained model's).
+TEST_F(EngineTest, ReducedPrecisionWeightsStayNearFp32) {
+  GenerationParams p = Requests()[0];
+  p.max_tokens = 1;
+  std::map<std::string, float> logprob;
+  for (const char* w : {"fp32", "bf16", "int8"}) {
+    EngineOptions o;
+    o.weights = w;
+    auto engine = Make(4, 64, o);
+    Collector c;
+    ASSERT_TRUE(engine->Submit(p, c.Callback()).ok());
+    c.Wait();
+    ASSERT_EQ(c.logprobs.size(), 1u);
+    logprob[w] = c.logprobs[0];
+  }
+  EXPECT_NE(logprob["bf16"], logprob["fp32"]);  // the weights really changed
+  EXPECT_NE(logprob["int8"], logprob["fp32"]);
+  EXPECT_NEAR(logprob["bf16"], logprob["fp32"], 0.05);
+  EXPECT_NEAR(logprob["int8"], logprob["fp32"], 0.1);
+  EngineOptions bad;
+  bad.weights = "fp8";
+  EXPECT_EQ(Engine::Load(*dir_, bad).status().message(), "weights: expected fp32, bf16 or int8, got fp8");
 }
 
 TEST_F(EngineTest, GreedyTokensAreTheArgmaxOfAFullForward) {

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+
 namespace gpt2 {
 namespace {
 
@@ -44,6 +46,46 @@ TEST_F(RowLinearTest, ARowsBitsDependOnNothingElse) {
   at::set_num_threads(threads);
   EXPECT_TRUE(torch::equal(one_thread, full));
   // A BLAS does not promise this: on this machine's MKL some row counts round differently.
+}
+
+// bf16 and int8 weights: the values PackWeight keeps are within the format's rounding of the
+// originals, and RowLinear over the packed bytes computes what at::linear computes over those
+// values, with the same row-independence.
+TEST_F(RowLinearTest, ReducedPrecisionWeightsRoundWithinTheFormatAndComputeTheirValues) {
+  torch::manual_seed(3);
+  for (auto [K, N] : {std::pair<int64_t, int64_t>{768, 2304}, {13, 7}, {100, 50257}}) {
+    at::Tensor w = torch::randn({N, K}) * 0.02, b = torch::randn({N});
+    w[0].zero_();  // a row of zeros quantizes to zeros
+    for (WeightFormat f : {WeightFormat::kBf16, WeightFormat::kInt8}) {
+      const PackedWeight p = PackWeight(w, f);
+      const at::Tensor values = Unpack(p);
+      if (f == WeightFormat::kBf16) {  // nearest bf16 (8 significant bits): relative error <= 2^-8
+        EXPECT_TRUE(((values - w).abs() <= w.abs() * std::ldexp(1.0, -8)).all().item<bool>());
+      } else {  // nearest multiple of the row's scale, max |w| / 127
+        const at::Tensor scale = w.abs().amax(1, true) / 127;
+        EXPECT_TRUE(((values - w).abs() <= scale * 0.5 * (1 + 1e-5)).all().item<bool>());
+        EXPECT_TRUE(torch::equal(values[0], torch::zeros({K})));
+        EXPECT_EQ(p.data.scalar_type(), at::kChar);
+      }
+      for (int64_t m : {1, 3, 5, 32}) {
+        at::Tensor x = torch::randn({m, K});
+        EXPECT_TRUE(torch::allclose(RowLinear(x, p, b), torch::nn::functional::linear(x, values, b), 1e-4, 1e-5))
+            << WeightFormatName(f) << " K=" << K << " N=" << N << " m=" << m;
+      }
+      at::Tensor x = torch::randn({17, K});
+      const at::Tensor full = RowLinear(x, p, b);
+      for (int64_t m : {1, 2, 4, 7, 16})
+        EXPECT_TRUE(torch::equal(RowLinear(x.narrow(0, 17 - m, m), p, b), full.narrow(0, 17 - m, m)));
+    }
+  }
+}
+
+TEST(WeightFormatTest, NamesParseAndBadOnesAreRefused) {
+  for (WeightFormat f : {WeightFormat::kFp32, WeightFormat::kBf16, WeightFormat::kInt8})
+    EXPECT_EQ(*ParseWeightFormat(WeightFormatName(f)), f);
+  absl::StatusOr<WeightFormat> bad = ParseWeightFormat("fp16");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "weights: expected fp32, bf16 or int8, got fp16");
 }
 
 }  // namespace

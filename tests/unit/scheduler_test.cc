@@ -1,5 +1,5 @@
-// The engine's scheduler alone: admission, the prefill budget, slots, cancellation, the queue's
-// bound, stopping. No model, no tensors.
+// The engine's scheduler alone: admission, the prefill budget and chunks, slots, cancellation, the
+// queue's bound, stopping. No model, no tensors.
 #include "worker/serve/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -7,47 +7,87 @@
 #include <chrono>
 #include <future>
 #include <thread>
+#include <tuple>
 
 namespace gpt2 {
 namespace {
 
-std::vector<int64_t> Ids(const std::vector<Admission>& admitted) {
+std::vector<int64_t> Ids(const std::vector<Chunk>& chunks) {
   std::vector<int64_t> ids;
-  for (const Admission& a : admitted) ids.push_back(a.id);
+  for (const Chunk& c : chunks) ids.push_back(c.id);
   return ids;
 }
 
-TEST(SchedulerTest, AdmitsInArrivalOrderIntoFreeSlotsAndDecodesEveryRunningSlot) {
+// (id, start, count, last) of each chunk.
+std::vector<std::tuple<int64_t, int64_t, int64_t, bool>> Chunks(const IterationPlan& p) {
+  std::vector<std::tuple<int64_t, int64_t, int64_t, bool>> out;
+  for (const Chunk& c : p.prefill) out.emplace_back(c.id, c.start, c.count, c.last);
+  return out;
+}
+
+TEST(SchedulerTest, AdmitsInArrivalOrderIntoFreeSlotsAndDecodesEveryCompletePrompt) {
   Scheduler s({/*slots=*/3, /*max_queue=*/16, /*max_prefill_tokens=*/1000});
   for (int i = 0; i < 5; ++i) ASSERT_EQ(*s.Enqueue(10), i + 1);
   IterationPlan p = s.Next();
-  EXPECT_EQ(Ids(p.prefill), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{1, 0, 10, true}, {2, 0, 10, true}, {3, 0, 10, true}}));
   EXPECT_EQ(p.prefill[0].slot, 0);  // slot 0 first
-  EXPECT_EQ(p.decode, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_TRUE(p.decode.empty());    // their first tokens come from this iteration's prompt rows
   EXPECT_EQ(s.queued(), 2);
   EXPECT_EQ(s.running(), 3);
 
   p = s.Next();  // no slot is free: nothing is admitted, the three decode
   EXPECT_TRUE(p.prefill.empty());
-  EXPECT_EQ(p.decode.size(), 3u);
+  EXPECT_EQ(p.decode, (std::vector<int64_t>{0, 1, 2}));
 
-  s.Release(2);  // request 2 ended in slot 1: request 4 takes it
+  s.Release(2);  // request 2 ended in slot 1: request 4 takes it, the others decode beside it
   p = s.Next();
   ASSERT_EQ(p.prefill.size(), 1u);
   EXPECT_EQ(p.prefill[0].id, 4);
   EXPECT_EQ(p.prefill[0].slot, 1);
+  EXPECT_EQ(p.decode, (std::vector<int64_t>{0, 2}));
   EXPECT_EQ(s.Queued(), (std::vector<int64_t>{5}));
 }
 
-TEST(SchedulerTest, ThePrefillBudgetBoundsAnIterationButAlwaysAdmitsOnePrompt) {
+TEST(SchedulerTest, ThePrefillBudgetBoundsAnIterationAndLongPromptsGoInChunks) {
   Scheduler s({/*slots=*/8, /*max_queue=*/16, /*max_prefill_tokens=*/100});
   ASSERT_TRUE(s.Enqueue(60).ok());   // 1
   ASSERT_TRUE(s.Enqueue(40).ok());   // 2: 60 + 40 fits
   ASSERT_TRUE(s.Enqueue(1).ok());    // 3: over the budget, waits (arrival order: no overtaking)
-  ASSERT_TRUE(s.Enqueue(500).ok());  // 4
-  EXPECT_EQ(Ids(s.Next().prefill), (std::vector<int64_t>{1, 2}));
-  EXPECT_EQ(Ids(s.Next().prefill), (std::vector<int64_t>{3}));  // 1 + 500 > 100
-  EXPECT_EQ(Ids(s.Next().prefill), (std::vector<int64_t>{4}));  // alone, though longer than the budget
+  ASSERT_TRUE(s.Enqueue(250).ok());  // 4: three chunks of at most 100
+  ASSERT_TRUE(s.Enqueue(5).ok());    // 5
+  IterationPlan p = s.Next();
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{1, 0, 60, true}, {2, 0, 40, true}}));
+  p = s.Next();  // 1 + 100 > 100: request 4 waits for the next iteration
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{3, 0, 1, true}}));
+  EXPECT_EQ(p.decode.size(), 2u);
+  p = s.Next();
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{4, 0, 100, false}}));
+  EXPECT_EQ(p.decode.size(), 3u);  // the running streams go on beside the chunk
+  p = s.Next();
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{4, 100, 100, false}}));
+  EXPECT_EQ(p.decode.size(), 3u);  // request 4 does not decode until its prompt is complete
+  p = s.Next();  // its last chunk leaves room for request 5
+  EXPECT_EQ(Chunks(p), (decltype(Chunks(p)){{4, 200, 50, true}, {5, 0, 5, true}}));
+  p = s.Next();
+  EXPECT_TRUE(p.prefill.empty());
+  EXPECT_EQ(p.decode.size(), 5u);
+}
+
+TEST(SchedulerTest, AChunksBoundariesDependOnItsPromptAlone) {
+  // Request 2's prompt is split at 64 and 128 whether it starts alone or after others.
+  for (int64_t before : {0, 30, 63}) {
+    Scheduler s({/*slots=*/4, /*max_queue=*/16, /*max_prefill_tokens=*/64});
+    if (before > 0) ASSERT_TRUE(s.Enqueue(before).ok());
+    const int64_t id = *s.Enqueue(150);
+    std::vector<std::pair<int64_t, int64_t>> spans;
+    for (int i = 0; i < 8; ++i) {
+      for (const Chunk& c : s.Next().prefill) {
+        if (c.id == id) spans.emplace_back(c.start, c.count);
+        EXPECT_LE(c.count, 64);
+      }
+    }
+    EXPECT_EQ(spans, (std::vector<std::pair<int64_t, int64_t>>{{0, 64}, {64, 64}, {128, 22}})) << before;
+  }
 }
 
 TEST(SchedulerTest, CancellationTakesEffectInTheNextPlanForQueuedAndRunningRequests) {
@@ -64,12 +104,24 @@ TEST(SchedulerTest, CancellationTakesEffectInTheNextPlanForQueuedAndRunningReque
   // Request 1's slot is free at once: request 2 takes it in the same plan.
   ASSERT_EQ(Ids(p.prefill), (std::vector<int64_t>{2}));
   EXPECT_EQ(p.prefill[0].slot, 0);
-  EXPECT_EQ(p.decode, (std::vector<int64_t>{0}));
+  EXPECT_TRUE(p.decode.empty());
   s.Release(1);  // the engine reports the cancelled request's end: its old slot is not freed twice
   EXPECT_EQ(s.running(), 1);
+  EXPECT_EQ(s.Next().decode, (std::vector<int64_t>{0}));
   s.Release(2);
   EXPECT_EQ(s.running(), 0);
   EXPECT_EQ(s.queued(), 0);
+}
+
+TEST(SchedulerTest, ARequestCancelledBetweenItsChunksFreesItsSlot) {
+  Scheduler s({/*slots=*/1, /*max_queue=*/16, /*max_prefill_tokens=*/10});
+  ASSERT_TRUE(s.Enqueue(35).ok());  // 1: four chunks
+  ASSERT_TRUE(s.Enqueue(3).ok());   // 2: waits for the slot
+  EXPECT_EQ(Chunks(s.Next()), (std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{{1, 0, 10, false}}));
+  s.Cancel(1);
+  IterationPlan p = s.Next();
+  EXPECT_EQ(p.cancelled, (std::vector<int64_t>{1}));
+  EXPECT_EQ(Chunks(p), (std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{{2, 0, 3, true}}));
 }
 
 TEST(SchedulerTest, AFullQueueIsRefusedAtOnce) {

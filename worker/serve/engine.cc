@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "worker/model/gpt2.h"
@@ -40,6 +41,14 @@ struct Request {
   int64_t generated = 0;  // tokens produced so far
   int32_t next = -1;      // the latest token, not yet in the cache
   bool ended = false;     // its last event was delivered
+};
+
+// A request's rows in one iteration: positions [start, start + count) of its prompt (a chunk), or
+// its latest token (decode); `sample` = its last row gives the next token.
+struct Segment {
+  std::shared_ptr<Request> r;
+  int64_t start = 0, count = 0;
+  bool sample = false, decode = false;
 };
 
 }  // namespace
@@ -69,7 +78,7 @@ absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, i
 
 class Engine::Impl {
  public:
-  Impl(GPT model, const EngineOptions& o, c10::Device device)
+  Impl(GPT model, const EngineOptions& o, c10::Device device, WeightFormat weights)
       : model_(std::move(model)),
         device_(device),
         opts_(o),
@@ -79,6 +88,7 @@ class Engine::Impl {
     const GPTConfig& c = model_->config();
     NH_ = c.n_head;
     HS_ = c.n_embd / c.n_head;
+    weights_ = weights;
     const auto dtype = model_->transformer->wte->weight.scalar_type();
     const auto opts = at::TensorOptions().dtype(dtype).device(device_);
     for (int64_t l = 0; l < c.n_layer; ++l) {
@@ -87,6 +97,7 @@ class Engine::Impl {
     }
     slot_of_.assign(S_, nullptr);
     row_linear_ = device_.is_cpu() && dtype == at::kFloat && RowLinearAvailable();
+    PackWeights();
     CalibrateRowCounts();
     thread_ = std::thread([this] { Loop(); });
   }
@@ -134,24 +145,45 @@ class Engine::Impl {
     return std::min(std::max<int64_t>(1, o.kv_cache_bytes / per_slot), o.max_slots);
   }
 
-  // Schedule, execute, output: the scheduler plans the iteration; the runner executes its prefill
-  // and decode steps; each sampled token goes to its request (Emit), which may end it.
+  // Rounds every matrix of the model to the served format. The model's own parameters take the
+  // values the format stands for (the embedding, prefill's BLAS, and devices without RowLinear
+  // compute with them); RowLinear reads the packed bytes.
+  void PackWeights() {
+    c10::InferenceMode inference;
+    auto pack = [&](at::Tensor& weight) {
+      PackedWeight p = PackWeight(weight, weights_);
+      if (weights_ != WeightFormat::kFp32) weight.copy_(Unpack(p));
+      if (row_linear_) packed_.emplace(weight.unsafeGetTensorImpl(), std::move(p));
+    };
+    for (auto& b : model_->transformer->blocks) {
+      for (torch::nn::Linear* l : {&b->attn->c_attn, &b->attn->c_proj, &b->mlp->c_fc, &b->mlp->c_proj}) pack((*l)->weight);
+    }
+    pack(model_->transformer->wte->weight);
+  }
+  const PackedWeight& Packed(const at::Tensor& weight) const { return packed_.at(weight.unsafeGetTensorImpl()); }
+
+  // Schedule, execute, output: the scheduler plans the iteration, the runner computes its rows
+  // (prompt chunks and one token of every decoding request) as one batch, and each sampled token
+  // goes to its request (Emit), which may end it.
   void Loop() {
     c10::InferenceMode inference;
     while (true) {
       const IterationPlan plan = scheduler_.Next();
       if (plan.stop) break;
       for (int64_t id : plan.cancelled) Finish(*Lookup(id), {-1, 0, FinishReason::kCancelled, ""});
-      std::vector<std::shared_ptr<Request>> admitted;
-      for (const Admission& a : plan.prefill) {
-        admitted.push_back(Lookup(a.id));
-        admitted.back()->slot = a.slot;
+      std::vector<Segment> segments;
+      for (const Chunk& c : plan.prefill) {
+        std::shared_ptr<Request> r = Lookup(c.id);
+        if (c.start == 0) {  // admitted
+          r->slot = c.slot;
+          slot_of_[c.slot] = r;
+          ++active_;
+        }
+        segments.push_back({r, c.start, c.count, c.last, false});
       }
-      if (!admitted.empty()) Step("prefill", admitted, [&] { Prefill(admitted); });
-      std::vector<std::shared_ptr<Request>> running;  // those that did not end in their prefill
       for (int64_t s : plan.decode)
-        if (slot_of_[s]) running.push_back(slot_of_[s]);
-      if (!running.empty()) Step("decode", running, [&] { Decode(running); });
+        if (slot_of_[s]) segments.push_back({slot_of_[s], slot_of_[s]->len, 1, true, true});
+      if (!segments.empty()) Step(plan.prefill.empty() ? "decode" : "prefill", segments, [&] { Forward(segments); });
       PublishStats();
     }
     // Shutting down: every request still here ends.
@@ -160,17 +192,16 @@ class Engine::Impl {
     for (auto& r : slot_of_)
       if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
   }
-
   std::shared_ptr<Request> Lookup(int64_t id) {
     std::lock_guard lock(mu_);
     return requests_.at(id);
   }
 
-  // Runs one step over `requests`. A fault ends those of them still running with kError (the
-  // KV-cache rows of their slots are rewritten by whoever takes the slots next) and is reported;
-  // the engine, the other requests and the process go on.
+  // Runs one iteration's step over `segments`. A fault ends their requests still running with
+  // kError (the KV-cache rows of their slots are rewritten by whoever takes the slots next) and is
+  // reported; the engine, the other requests and the process go on.
   template <typename Fn>
-  void Step(std::string_view step, const std::vector<std::shared_ptr<Request>>& requests, const Fn& fn) {
+  void Step(std::string_view step, const std::vector<Segment>& segments, const Fn& fn) {
     std::string what;
     try {
       if (opts_.before_step) opts_.before_step(step);
@@ -183,71 +214,93 @@ class Engine::Impl {
     }
     ++faults_;
     const std::string error = "the engine's " + std::string(step) + " step failed: " + what;
-    for (const auto& r : requests)
-      if (!r->ended) Finish(*r, {-1, 0, FinishReason::kError, error});
+    for (const Segment& g : segments)
+      if (!g.r->ended) Finish(*g.r, {-1, 0, FinishReason::kError, error});
     if (opts_.on_fault) opts_.on_fault(step, what);
   }
 
-  // Prompts into free slots, together: their tokens' rows (padded to a calibrated prefill row
-  // count) go through the dense layers as one batch, each prompt attends causally over itself
-  // alone, and each prompt's last row gives its first token.
-  void Prefill(const std::vector<std::shared_ptr<Request>>& group) {
-    std::vector<int64_t> ids, positions, offsets;
-    for (const auto& r : group) {
-      slot_of_[r->slot] = r;
-      ++active_;
-      offsets.push_back(static_cast<int64_t>(ids.size()));
-      for (size_t i = 0; i < r->params.prompt.size(); ++i) {
-        ids.push_back(r->params.prompt[i]);
-        positions.push_back(static_cast<int64_t>(i));
+  // One iteration's rows through the model: every segment's tokens (a prompt chunk, or a decoding
+  // request's latest token) are rows of one batch, padded to a calibrated row count, through the
+  // dense layers; each row writes its K and V into its request's slot and attends over exactly its
+  // request's positions up to its own; the rows that sample (a decoding request's, a prompt's
+  // last) go through the LM head. A row's arithmetic so depends on its request alone: on a CPU
+  // (RowLinear, DecodeAttention) each row attends on its own, whatever chunk it came in; elsewhere
+  // each segment attends in one call, and a prompt's chunks are fixed by the prompt (scheduler.h).
+  void Forward(const std::vector<Segment>& segments) {
+    std::vector<int64_t> ids, positions, slots, lengths, sampling;
+    for (const Segment& g : segments) {
+      for (int64_t t = 0; t < g.count; ++t) {
+        const int64_t pos = g.start + t;
+        ids.push_back(g.decode ? g.r->next : g.r->params.prompt[pos]);
+        positions.push_back(pos);
+        slots.push_back(g.r->slot);
+        lengths.push_back(pos + 1);
       }
+      if (g.sample) sampling.push_back(static_cast<int64_t>(ids.size()) - 1);
     }
-    const auto total = static_cast<int64_t>(ids.size());
-    ++prefills_;
-    const int64_t m = RowsFor(prefill_rows_, total);
+    const auto n = static_cast<int64_t>(ids.size());
+    const int64_t m = RowsFor(rows_, n);
     ids.resize(m, 0);
     positions.resize(m, 0);
+    at::Tensor pos = at::tensor(positions, at::kLong).to(device_);  // (m)
+    at::Tensor pos_n = pos.narrow(0, 0, n);
+    at::Tensor slot_idx = at::tensor(slots, at::kLong).to(device_);  // (n)
     const int64_t C = model_->config().n_embd;
     auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+      // cache[slot, :, pos, :] = k[i] for the real rows
+      k_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, k.narrow(0, 0, n).view({n, NH_, HS_}));
+      v_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, v.narrow(0, 0, n).view({n, NH_, HS_}));
+      if (row_linear_) return DecodeAttention(q, k_[l], v_[l], slots, lengths);
       std::vector<at::Tensor> ys;
-      ys.reserve(group.size() + 1);
-      for (size_t i = 0; i < group.size(); ++i) {
-        const auto P = static_cast<int64_t>(group[i]->params.prompt.size());
-        auto heads = [&](const at::Tensor& z) {  // (1,NH,P,HS)
-          return z.narrow(0, offsets[i], P).view({1, P, NH_, HS_}).transpose(1, 2);
-        };
-        at::Tensor ki = heads(k), vi = heads(v);
-        k_[l][group[i]->slot].narrow(1, 0, P).copy_(ki[0]);
-        v_[l][group[i]->slot].narrow(1, 0, P).copy_(vi[0]);
-        at::Tensor y = at::scaled_dot_product_attention(heads(q), ki, vi, {}, 0.0, /*is_causal=*/true);
-        ys.push_back(y.transpose(1, 2).reshape({P, C}));
+      ys.reserve(segments.size() + 1);
+      int64_t row = 0;
+      for (const Segment& g : segments) {
+        const int64_t L = g.start + g.count;
+        at::Tensor qi = q.narrow(0, row, g.count).view({1, g.count, NH_, HS_}).transpose(1, 2);  // (1,NH,count,HS)
+        at::Tensor ki = k_[l][g.r->slot].narrow(1, 0, L).unsqueeze(0);                          // (1,NH,L,HS)
+        at::Tensor vi = v_[l][g.r->slot].narrow(1, 0, L).unsqueeze(0);
+        at::Tensor y;
+        if (g.count == 1) {  // one query over every position so far
+          y = at::scaled_dot_product_attention(qi, ki, vi);
+        } else if (g.start == 0) {
+          y = at::scaled_dot_product_attention(qi, ki, vi, {}, 0.0, /*is_causal=*/true);
+        } else {  // query t of the chunk sees positions [0, start + t]
+          at::Tensor mask = at::arange(L, pos.options()).unsqueeze(0) <=
+                            (at::arange(g.count, pos.options()) + g.start).unsqueeze(1);
+          y = at::scaled_dot_product_attention(qi, ki, vi, mask);
+        }
+        ys.push_back(y.transpose(1, 2).reshape({g.count, C}));
+        row += g.count;
       }
-      if (m > total) ys.push_back(at::zeros({m - total, C}, q.options()));
+      if (m > n) ys.push_back(at::zeros({m - n, C}, q.options()));
       return at::cat(ys, 0);  // (m,C)
     };
     auto& t = model_->transformer;
-    at::Tensor idx = at::tensor(ids, at::kLong).to(device_);
-    at::Tensor x = Blocks(t->wte(idx) + t->wpe(at::tensor(positions, at::kLong).to(device_)), /*row_linear=*/false,
-                          attend);  // (m,C)
-    // Each prompt's last row, padded to a calibrated decode row count for the LM head.
-    const auto n = static_cast<int64_t>(group.size());
-    std::vector<int64_t> last(RowsFor(decode_rows_, n), 0);
-    for (int64_t i = 0; i < n; ++i) last[i] = offsets[i] + static_cast<int64_t>(group[i]->params.prompt.size()) - 1;
-    at::Tensor logits = Head(x.index_select(0, at::tensor(last, at::kLong).to(device_)));  // (rows,Vp)
-    for (int64_t i = 0; i < n; ++i) {
-      group[i]->len = static_cast<int64_t>(group[i]->params.prompt.size());
-      Emit(*group[i], logits[i]);
+    at::Tensor x = Blocks(t->wte(at::tensor(ids, at::kLong).to(device_)) + t->wpe(pos), attend);  // (m,C)
+    const auto sampled = static_cast<int64_t>(sampling.size());
+    at::Tensor logits;
+    if (sampled > 0) {
+      sampling.resize(RowsFor(head_rows_, sampled), 0);
+      logits = Head(x.index_select(0, at::tensor(sampling, at::kLong).to(device_)));  // (rows,Vp)
     }
+    bool prefill = false, decode = false;
+    int64_t i = 0;
+    for (const Segment& g : segments) {
+      (g.decode ? decode : prefill) = true;
+      g.r->len = g.start + g.count;
+      if (g.sample) Emit(*g.r, logits[i++]);
+    }
+    prefills_ += prefill;
+    decode_steps_ += decode;
   }
-
   // Block b over rows x (m,C) with `attention` in the middle (the model's own block: gpt2.h), its
-  // linear layers through RowLinear (decode steps on a CPU) or the device's BLAS.
+  // linear layers through RowLinear (on a CPU) or the device's BLAS.
   template <typename Attention>
-  static at::Tensor DenseBlock(Block& b, const at::Tensor& x, bool row_linear, const Attention& attention) {
+  at::Tensor DenseBlock(Block& b, const at::Tensor& x, const Attention& attention) {
     return b->ForwardWith(
         x,
-        [row_linear](torch::nn::Linear& layer, const at::Tensor& in) {
-          return row_linear ? RowLinear(in, layer->weight, layer->bias) : layer->forward(in);
+        [&](torch::nn::Linear& layer, const at::Tensor& in) {
+          return row_linear_ ? RowLinear(in, Packed(layer->weight), layer->bias) : layer->forward(in);
         },
         attention);
   }
@@ -256,108 +309,55 @@ class Engine::Impl {
   // from its q, k, v (m,C each). Everything else is row-wise, so a row's result depends on its
   // own input and on m alone.
   template <typename Attend>
-  at::Tensor Blocks(at::Tensor x, bool row_linear, const Attend& attend) {
+  at::Tensor Blocks(at::Tensor x, const Attend& attend) {
     auto& t = model_->transformer;
     for (size_t l = 0; l < t->blocks.size(); ++l) {
-      x = DenseBlock(t->blocks[l], x, row_linear,
+      x = DenseBlock(t->blocks[l], x,
                      [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) { return attend(l, q, k, v); });
     }
     return x;
   }
-  at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp), as decode steps compute it
+  at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp)
     const at::Tensor h = model_->transformer->ln_f(x), &wte = model_->transformer->wte->weight;
-    return row_linear_ ? RowLinear(h, wte, {}) : torch::nn::functional::linear(h, wte);
+    return row_linear_ ? RowLinear(h, Packed(wte), {}) : torch::nn::functional::linear(h, wte);
   }
 
   // Which row counts a batch may run at without changing any row's result. Matrix libraries pick
   // kernels by shape (on an AVX2 CPU, MKL's small-m sgemm paths round differently from its
-  // large-m one; cuBLAS picks by heuristics), so this is measured, not assumed: a candidate m is
-  // kept when the first m rows of a random batch come out bit-identical at m rows and at `max`
-  // rows, through a block (the first; all have the same shapes) and, with `head`, the LM head.
-  // `max` always qualifies, so the worst case is a batch of `max` rows.
-  std::vector<int64_t> CalibrateRows(const std::set<int64_t>& candidates, int64_t max, bool head, bool row_linear) {
-    c10::InferenceMode inference;
+  // large-m one; cuBLAS picks by heuristics), and even row-wise ops may split their work by size,
+  // so this is measured, not assumed: a candidate m is kept when the first m rows of a random
+  // batch come out bit-identical at m rows and at `max` rows through `f`. `max` always
+  // qualifies, so the worst case is a batch of `max` rows.
+  template <typename F>
+  std::vector<int64_t> CalibrateRows(int64_t max, const F& f) {
+    std::set<int64_t> candidates = {1, 2};  // 1, 2, multiples of 4 to 64, of 16 beyond
+    for (int64_t m = 4; m < max; m += m < 64 ? 4 : 16) candidates.insert(m);
     const int64_t C = model_->config().n_embd;
     at::Tensor x = at::randn({max, C}, MakeGenerator(0), at::TensorOptions().dtype(k_[0].scalar_type())).to(device_);
-    auto block = [&](const at::Tensor& rows) {  // attention replaced by v: it is per request anyway
-      return DenseBlock(model_->transformer->blocks[0], rows, row_linear,
-                        [](const at::Tensor&, const at::Tensor&, const at::Tensor& v) { return v; });
-    };
-    const at::Tensor full = block(x), full_head = head ? Head(x) : at::Tensor();
+    const at::Tensor full = f(x);
     std::vector<int64_t> kept;
     for (int64_t m : candidates) {
       if (m >= max) break;
-      at::Tensor rows = x.narrow(0, 0, m);
-      if (at::equal(block(rows), full.narrow(0, 0, m)) && (!head || at::equal(Head(rows), full_head.narrow(0, 0, m))))
-        kept.push_back(m);
+      if (at::equal(f(x.narrow(0, 0, m)), full.narrow(0, 0, m))) kept.push_back(m);
     }
     kept.push_back(max);
     return kept;
   }
 
-  // Decode steps: up to S_ rows (1, 2 and multiples of 4). Prefill: up to a whole context or the
-  // prefill budget, on a coarser ladder (about 25% apart) to keep calibration short.
+  // An iteration's rows (up to a row per slot plus the prefill budget) through a block (the
+  // first; all have the same shapes; attention replaced by v, as it is per request anyway), and
+  // its sampling rows (up to one per slot) through the LM head.
   void CalibrateRowCounts() {
-    std::set<int64_t> decode = {1, 2};
-    for (int64_t m = 4; m < S_; m += 4) decode.insert(m);
-    decode_rows_ = CalibrateRows(decode, S_, /*head=*/true, row_linear_);
-    const int64_t max = std::max(T_, opts_.max_prefill_tokens);
-    std::set<int64_t> prefill = {1, 2, 4, 8, 12, 16};
-    for (int64_t m = 32; m < max; m = (m * 5 / 4 + 15) / 16 * 16) prefill.insert(m);
-    prefill_rows_ = CalibrateRows(prefill, max, /*head=*/false, /*row_linear=*/false);
+    c10::InferenceMode inference;
+    rows_ = CalibrateRows(S_ + opts_.max_prefill_tokens, [&](const at::Tensor& x) {
+      return DenseBlock(model_->transformer->blocks[0], x,
+                        [](const at::Tensor&, const at::Tensor&, const at::Tensor& v) { return v; });
+    });
+    head_rows_ = CalibrateRows(S_, [&](const at::Tensor& x) { return Head(x); });
   }
-
   // The smallest calibrated row count that holds n rows.
   static int64_t RowsFor(const std::vector<int64_t>& counts, int64_t n) {
     return *std::lower_bound(counts.begin(), counts.end(), n);
-  }
-
-  // One token for every running request. The running slots' rows (padded to a calibrated row
-  // count) go through the dense layers together; each slot attends alone over exactly its own
-  // cached positions, so its arithmetic is the same whatever else is running and the work follows
-  // the requests' real lengths, not the serving context.
-  void Decode(const std::vector<std::shared_ptr<Request>>& running) {
-    std::vector<int64_t> slots;
-    for (const auto& r : running) slots.push_back(r->slot);
-    const int64_t n = static_cast<int64_t>(slots.size());
-    const int64_t m = RowsFor(decode_rows_, n);
-    std::vector<int64_t> tokens(m, 0), positions(m, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      tokens[i] = slot_of_[slots[i]]->next;
-      positions[i] = slot_of_[slots[i]]->len;
-    }
-    at::Tensor idx = at::tensor(tokens, at::kLong).to(device_);      // (m)
-    at::Tensor pos = at::tensor(positions, at::kLong).to(device_);   // (m)
-    at::Tensor slot_idx = at::tensor(slots, at::kLong).to(device_);  // (n)
-    at::Tensor pos_n = pos.narrow(0, 0, n);
-    std::vector<int64_t> lengths(positions.begin(), positions.begin() + n);  // with the new token
-    for (int64_t& L : lengths) ++L;
-    auto& t = model_->transformer;
-    const int64_t C = model_->config().n_embd;
-    auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-      // cache[slot, :, pos, :] = k[i] for the running rows
-      k_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, k.narrow(0, 0, n).view({n, NH_, HS_}));
-      v_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, v.narrow(0, 0, n).view({n, NH_, HS_}));
-      if (row_linear_) return DecodeAttention(q, k_[l], v_[l], slots, lengths);
-      std::vector<at::Tensor> rows;
-      rows.reserve(m);
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t L = lengths[i];
-        at::Tensor ki = k_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);  // (1,NH,L,HS)
-        at::Tensor vi = v_[l][slots[i]].narrow(1, 0, L).unsqueeze(0);
-        at::Tensor qi = q[i].view({1, NH_, 1, HS_});
-        rows.push_back(at::scaled_dot_product_attention(qi, ki, vi).view({1, C}));
-      }
-      if (m > n) rows.push_back(at::zeros({m - n, C}, q.options()));
-      return at::cat(rows, 0);  // (m,C)
-    };
-    at::Tensor logits = Head(Blocks(t->wte(idx) + t->wpe(pos), row_linear_, attend));  // (m,Vp)
-    ++decode_steps_;
-    for (int64_t i = 0; i < n; ++i) {
-      Request& r = *slot_of_[slots[i]];
-      ++r.len;
-      Emit(r, logits[i]);
-    }
   }
 
   // Samples the request's next token from `logits` and reports it (or its end).
@@ -417,8 +417,10 @@ class Engine::Impl {
   int64_t NH_ = 0, HS_ = 0;
   std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
   bool row_linear_ = false;            // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
-  std::vector<int64_t> decode_rows_;   // calibrated row counts for decode steps, ascending; last S_
-  std::vector<int64_t> prefill_rows_;  // the same for prefill batches; last max(T_, max_prefill_tokens)
+  WeightFormat weights_ = WeightFormat::kFp32;
+  std::unordered_map<const void*, PackedWeight> packed_;  // with row_linear_: by the model's weight
+  std::vector<int64_t> rows_;       // calibrated row counts of an iteration, ascending; last S_ + prefill budget
+  std::vector<int64_t> head_rows_;  // the same for its sampling rows (the LM head); last S_
 
   // Engine thread only.
   std::vector<std::shared_ptr<Request>> slot_of_;
@@ -443,11 +445,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& model_di
   if (options.max_context < 0) return absl::InvalidArgumentError("max_context: must be >= 0");
   if (options.max_queue < 0) return absl::InvalidArgumentError("max_queue: must be >= 0");
   if (options.max_prefill_tokens <= 0) return absl::InvalidArgumentError("max_prefill_tokens: must be > 0");
+  absl::StatusOr<WeightFormat> weights = ParseWeightFormat(options.weights);
+  if (!weights.ok()) return weights.status();
   absl::StatusOr<GPT> model = LoadHfModel(model_dir);
   if (!model.ok()) return model.status();
   (*model)->to(device);
   (*model)->eval();
-  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(*std::move(model), options, device)));
+  return std::unique_ptr<Engine>(new Engine(std::make_unique<Impl>(*std::move(model), options, device, *weights)));
 }
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

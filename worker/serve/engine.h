@@ -68,6 +68,10 @@ struct EngineOptions {
   // Tokens a request may span (prompt + max_tokens); 0 = the model's context. A shorter serving
   // context makes each slot smaller, so the same budget holds more of them.
   int64_t max_context = 0;
+  // The weights' format (weight_format.h): fp32, bf16 or int8. Every matrix (the linear layers and
+  // the tied embedding / LM head) is rounded to it at load; decode steps on a CPU read it in that
+  // format (RowLinear), prefill and the other devices compute with the values it stands for.
+  std::string weights = "fp32";
   // Called on the engine's thread when a step fails ("prefill" or "decode", and why): the step's
   // requests have ended with kError and the engine goes on with the next one.
   std::function<void(std::string_view step, std::string_view what)> on_fault;

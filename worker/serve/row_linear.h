@@ -1,17 +1,36 @@
 // A linear layer for the serving engine's decode steps whose rows never depend on the batch:
 // y (m,N) = x (m,K) · wᵀ (+ b), each element one dot product in a fixed order (8-lane FMA chains
-// over K, a fixed horizontal sum, then the bias), so a row's result is the same bits whatever m,
-// the other rows or the thread count. A BLAS picks kernels by m and rounds differently for each;
-// this one also takes the weights once per call however few rows there are, which is what a
-// decode step on a CPU is bound by. fp32 on CPUs with AVX2 and FMA (RowLinearAvailable()).
+// over K, a fixed horizontal sum, then the row's scale and the bias), so a row's result is the same
+// bits whatever m, the other rows or the thread count. A BLAS picks kernels by m and rounds
+// differently for each; this one also takes the weights once per call however few rows there are,
+// which is what a decode step on a CPU is bound by, so it reads them in the format they are served
+// in (fp32, bf16, or int8 with a scale per output row), converted to fp32 in registers.
+// CPUs with AVX2 and FMA (RowLinearAvailable()).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include "worker/serve/weight_format.h"
+
 namespace gpt2 {
 
+// A weight (N,K) in a format: data is float, bfloat16 or int8 (N,K) contiguous; scale (N) float
+// with int8, else undefined.
+struct PackedWeight {
+  WeightFormat format = WeightFormat::kFp32;
+  at::Tensor data, scale;
+};
+
+// Rounds w (N,K) float32 to `format` (fp32 shares w's storage).
+PackedWeight PackWeight(const at::Tensor& w, WeightFormat format);
+// The float32 (N,K) values the packed weight stands for (what the BLAS computes with).
+at::Tensor Unpack(const PackedWeight& w);
+
 bool RowLinearAvailable();
-// x (m,K) and w (N,K) float32 on the CPU; b (N) or undefined. Returns y (m,N).
-at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+// x (m,K) float32 on the CPU; b (N) float32 or undefined. Returns y (m,N).
+at::Tensor RowLinear(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b);
+inline at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return RowLinear(x, PackedWeight{WeightFormat::kFp32, w, {}}, b);
+}
 
 }  // namespace gpt2

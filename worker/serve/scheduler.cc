@@ -1,10 +1,12 @@
 #include "worker/serve/scheduler.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace gpt2 {
 
-Scheduler::Scheduler(const SchedulerLimits& limits) : limits_(limits), slot_of_(limits.slots, 0) {
+Scheduler::Scheduler(const SchedulerLimits& limits) : limits_(limits), slot_(limits.slots) {
   free_.resize(limits.slots);
   for (int64_t s = 0; s < limits.slots; ++s) free_[s] = limits.slots - 1 - s;  // slot 0 first
 }
@@ -18,7 +20,7 @@ absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) {
           absl::StrCat("the queue is full (", limits_.max_queue, " requests waiting); retry later"));
     }
     id = ++next_id_;
-    queue_.push_back({id, prompt_tokens});
+    queue_.push_back({id, std::max<int64_t>(1, prompt_tokens)});
   }
   cv_.notify_all();
   return id;
@@ -40,6 +42,19 @@ void Scheduler::Stop() {
   cv_.notify_all();
 }
 
+Chunk Scheduler::NextChunk(int64_t s) const {
+  const Slot& r = slot_[s];
+  const int64_t B = limits_.max_prefill_tokens;
+  const int64_t end = std::min(r.prompt_tokens, (r.computed / B + 1) * B);
+  return {r.id, s, r.computed, end - r.computed, end == r.prompt_tokens};
+}
+
+void Scheduler::Free(int64_t s) {
+  slot_[s] = Slot{};
+  free_.push_back(s);
+  --running_;
+}
+
 IterationPlan Scheduler::Next() {
   IterationPlan plan;
   std::unique_lock lock(mu_);
@@ -58,40 +73,62 @@ IterationPlan Scheduler::Next() {
     }
   }
   for (int64_t s = 0; s < limits_.slots; ++s) {
-    if (slot_of_[s] != 0 && cancelled_.count(slot_of_[s])) {
-      plan.cancelled.push_back(slot_of_[s]);
-      slot_of_[s] = 0;
-      free_.push_back(s);
-      --running_;
+    if (slot_[s].id != 0 && cancelled_.count(slot_[s].id)) {
+      plan.cancelled.push_back(slot_[s].id);
+      Free(s);
     }
   }
   cancelled_.clear();
-  // Admissions: prompts in arrival order into free slots, up to the prefill budget (at least one),
-  // so a burst of prompts delays running streams by a bounded amount per iteration.
+  // Decoding: every request whose prompt is complete.
+  std::vector<int64_t> prefilling;
+  for (int64_t s = 0; s < limits_.slots; ++s) {
+    if (slot_[s].id == 0) continue;
+    if (slot_[s].computed == slot_[s].prompt_tokens)
+      plan.decode.push_back(s);
+    else
+      prefilling.push_back(s);
+  }
+  // Prompt chunks within the budget: requests already prefilling (in admission order), then
+  // admissions in arrival order into free slots, up to the first chunk that does not fit. Every
+  // chunk is at most the budget, so the first always does.
+  std::sort(prefilling.begin(), prefilling.end(),
+            [&](int64_t a, int64_t b) { return slot_[a].admitted < slot_[b].admitted; });
   int64_t tokens = 0;
-  while (!free_.empty() && !queue_.empty()) {
-    const Waiting& w = queue_.front();
-    if (!plan.prefill.empty() && tokens + w.prompt_tokens > limits_.max_prefill_tokens) break;
-    tokens += w.prompt_tokens;
-    const int64_t slot = free_.back();
+  auto take = [&](int64_t s) {
+    const Chunk c = NextChunk(s);
+    if (tokens + c.count > limits_.max_prefill_tokens) return false;
+    tokens += c.count;
+    slot_[s].computed += c.count;
+    plan.prefill.push_back(c);
+    return true;
+  };
+  bool full = false;
+  for (int64_t s : prefilling) {
+    if (!take(s)) {
+      full = true;
+      break;
+    }
+  }
+  while (!full && !free_.empty() && !queue_.empty()) {
+    const Waiting w = queue_.front();
+    const int64_t s = free_.back();
+    slot_[s] = {w.id, w.prompt_tokens, 0, ++admissions_};
+    if (!take(s)) {  // waits in the queue
+      slot_[s] = Slot{};
+      break;
+    }
     free_.pop_back();
-    slot_of_[slot] = w.id;
     ++running_;
-    plan.prefill.push_back({w.id, slot});
     queue_.pop_front();
   }
-  for (int64_t s = 0; s < limits_.slots; ++s)
-    if (slot_of_[s] != 0) plan.decode.push_back(s);
   return plan;
 }
 
 void Scheduler::Release(int64_t id) {
   std::lock_guard lock(mu_);
   for (int64_t s = 0; s < limits_.slots; ++s) {
-    if (slot_of_[s] == id) {
-      slot_of_[s] = 0;
-      free_.push_back(s);
-      --running_;
+    if (slot_[s].id == id) {
+      Free(s);
       return;
     }
   }

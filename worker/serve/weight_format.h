@@ -1,0 +1,32 @@
+// How a serving replica holds its weights (`--weights`). No libtorch, for the worker's gRPC side.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace gpt2 {
+
+// fp32 as trained; bf16 (each weight rounded to nearest even: half the bytes a decode step reads);
+// int8 (symmetric, one fp32 scale per output row, w ≈ q · scale with q in [-127, 127]: a quarter).
+enum class WeightFormat { kFp32, kBf16, kInt8 };
+
+inline absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name) {
+  if (name == "fp32") return WeightFormat::kFp32;
+  if (name == "bf16") return WeightFormat::kBf16;
+  if (name == "int8") return WeightFormat::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("weights: expected fp32, bf16 or int8, got ", std::string(name)));
+}
+
+inline std::string WeightFormatName(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kFp32: return "fp32";
+    case WeightFormat::kBf16: return "bf16";
+    case WeightFormat::kInt8: return "int8";
+  }
+  return "?";
+}
+
+}  // namespace gpt2
