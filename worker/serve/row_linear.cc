@@ -8,38 +8,26 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
+#include <utility>
 
 #include "worker/serve/simd.h"
 
 namespace gpt2 {
 namespace {
 
-// The register block: kRows rows of x by kCols rows of w, 12 accumulators of 8 lanes.
-constexpr int kRows = 3, kCols = 4;
-
 struct Args {
   const float* x;
-  const void* w;      // (N,K) in the format
+  const void* w;       // (N,K) in the format
   const float* scale;  // int8: (N)
   const float* b;      // null: no bias
   float* y;
   int64_t K, N;
 };
 
-// 8 weights from w + i, as fp32 lanes, and one weight as a float (the tail past K / 8 * 8).
-template <WeightFormat F>
-__attribute__((target("avx2,fma"))) inline __m256 Load8(const void* w, int64_t i) {
-  if constexpr (F == WeightFormat::kFp32) {
-    return _mm256_loadu_ps(static_cast<const float*>(w) + i);
-  } else if constexpr (F == WeightFormat::kBf16) {  // a bf16 is the top half of its fp32
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  } else {
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + i));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-  }
-}
+// One weight as a float (the tail past the last full vector).
 template <WeightFormat F>
 inline float Load1(const void* w, int64_t i) {
   if constexpr (F == WeightFormat::kFp32) {
@@ -54,57 +42,111 @@ inline float Load1(const void* w, int64_t i) {
   }
 }
 
-// y[i..i+R, j..j+C]. Every element's arithmetic is the same sequence whatever R and C are.
-template <WeightFormat F, int R, int C>
-__attribute__((target("avx2,fma"))) void Tile(const Args& a, int64_t i, int64_t j) {
-  const int64_t K = a.K, K8 = K / 8 * 8;
-  const float* x = a.x + i * K;
-  const int64_t w0 = j * K;  // element offset of w's row j
-  // Fully unrolled, so the accumulators live in registers.
-  __m256 acc[R][C];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  for (int64_t k = 0; k < K8; k += 8) {
-    __m256 wv[C];
-#pragma GCC unroll 4
-    for (int c = 0; c < C; ++c) wv[c] = Load8<F>(a.w, w0 + c * K + k);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 xv = _mm256_loadu_ps(x + r * K + k);
-#pragma GCC unroll 4
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
-    }
+// 8 (AVX2) or 16 (AVX-512) weights from w + i as fp32 lanes: a bf16 is the top half of its fp32;
+// an int8 is sign-extended and converted.
+template <WeightFormat F>
+__attribute__((target("avx2,fma"))) inline __m256 Load8(const void* w, int64_t i) {
+  if constexpr (F == WeightFormat::kFp32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  } else if constexpr (F == WeightFormat::kBf16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + i));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
   }
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) {
-      float s = simd::Sum8(acc[r][c]);
-      for (int64_t k = K8; k < K; ++k) s = std::fma(x[r * K + k], Load1<F>(a.w, w0 + c * K + k), s);
-      if constexpr (F == WeightFormat::kInt8) s *= a.scale[j + c];
-      a.y[(i + r) * a.N + j + c] = a.b ? s + a.b[j + c] : s;
-    }
+}
+template <WeightFormat F>
+__attribute__((target("avx512f"))) inline __m512 Load16(const void* w, int64_t i) {
+  if constexpr (F == WeightFormat::kFp32) {
+    return _mm512_loadu_ps(static_cast<const float*>(w) + i);
+  } else if constexpr (F == WeightFormat::kBf16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + i));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
   }
 }
 
+// AVX2: 3 rows of x by 4 rows of w (12 accumulators and 4 weight vectors of the 16 registers).
+#define ROW_TILE_TARGET __attribute__((target("avx2,fma")))
+#define ROW_TILE_NAME Tile8
+#define ROW_TILE_VEC __m256
+#define ROW_TILE_LANES 8
+#define ROW_TILE_ZERO _mm256_setzero_ps
+#define ROW_TILE_LOADX _mm256_loadu_ps
+#define ROW_TILE_FMA _mm256_fmadd_ps
+#define ROW_TILE_SUM simd::Sum8
+#define ROW_TILE_LOADW Load8
+#include "worker/serve/row_linear_tile.inc"
+#undef ROW_TILE_TARGET
+#undef ROW_TILE_NAME
+#undef ROW_TILE_VEC
+#undef ROW_TILE_LANES
+#undef ROW_TILE_ZERO
+#undef ROW_TILE_LOADX
+#undef ROW_TILE_FMA
+#undef ROW_TILE_SUM
+#undef ROW_TILE_LOADW
+
+// AVX-512: 4 rows by 6 (24 accumulators and 6 weight vectors of the 32 registers).
+#define ROW_TILE_TARGET __attribute__((target("avx512f")))
+#define ROW_TILE_NAME Tile16
+#define ROW_TILE_VEC __m512
+#define ROW_TILE_LANES 16
+#define ROW_TILE_ZERO _mm512_setzero_ps
+#define ROW_TILE_LOADX _mm512_loadu_ps
+#define ROW_TILE_FMA _mm512_fmadd_ps
+#define ROW_TILE_SUM simd::Sum16
+#define ROW_TILE_LOADW Load16
+#include "worker/serve/row_linear_tile.inc"
+#undef ROW_TILE_TARGET
+#undef ROW_TILE_NAME
+#undef ROW_TILE_VEC
+#undef ROW_TILE_LANES
+#undef ROW_TILE_ZERO
+#undef ROW_TILE_LOADX
+#undef ROW_TILE_FMA
+#undef ROW_TILE_SUM
+#undef ROW_TILE_LOADW
+
 using TileFn = void (*)(const Args&, int64_t, int64_t);
-template <WeightFormat F>
-constexpr TileFn kTiles[kRows][kCols] = {{Tile<F, 1, 1>, Tile<F, 1, 2>, Tile<F, 1, 3>, Tile<F, 1, 4>},
-                                         {Tile<F, 2, 1>, Tile<F, 2, 2>, Tile<F, 2, 3>, Tile<F, 2, 4>},
-                                         {Tile<F, 3, 1>, Tile<F, 3, 2>, Tile<F, 3, 3>, Tile<F, 3, 4>}};
+
+// The tiles of every edge size, kTiles[r - 1][c - 1].
+template <WeightFormat F, int R, int C, bool Wide>
+struct Tiles {
+  TileFn fn[R][C];
+  constexpr Tiles() : fn() {
+    Fill(std::make_integer_sequence<int, R * C>());
+  }
+  template <int... I>
+  constexpr void Fill(std::integer_sequence<int, I...>) {
+    ((fn[I / C][I % C] = Wide ? &Tile16<F, I / C + 1, I % C + 1> : &Tile8<F, I / C + 1, I % C + 1>), ...);
+  }
+};
+
+// Threads split the columns (w's rows); each streams its rows of w once, reusing each tile of
+// C rows across all of x's rows while it is in cache.
+template <WeightFormat F, int R, int C, bool Wide>
+void Run(const Args& a, int64_t m) {
+  static constexpr Tiles<F, R, C, Wide> kTiles;
+  const int64_t tiles = (a.N + C - 1) / C;
+  at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t j = t * C;
+      const int c = static_cast<int>(std::min<int64_t>(C, a.N - j));
+      for (int64_t i = 0; i < m; i += R) kTiles.fn[std::min<int64_t>(R, m - i) - 1][c - 1](a, i, j);
+    }
+  });
+}
 
 template <WeightFormat F>
 void Run(const Args& a, int64_t m) {
-  // Threads split the columns (w's rows); each streams its rows of w once, reusing each tile of
-  // kCols rows across all of x's rows while it is in cache.
-  const int64_t tiles = (a.N + kCols - 1) / kCols;
-  at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t j = t * kCols;
-      const int c = static_cast<int>(std::min<int64_t>(kCols, a.N - j));
-      for (int64_t i = 0; i < m; i += kRows) kTiles<F>[std::min<int64_t>(kRows, m - i) - 1][c - 1](a, i, j);
-    }
-  });
+  if (RowLinearWide())
+    Run<F, 4, 6, true>(a, m);
+  else
+    Run<F, 3, 4, false>(a, m);
 }
 
 }  // namespace
@@ -132,6 +174,14 @@ at::Tensor Unpack(const PackedWeight& w) {
 }
 
 bool RowLinearAvailable() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+bool RowLinearWide() {
+  static const bool wide = [] {
+    const char* isa = std::getenv("GPT2_ROW_LINEAR_ISA");  // "avx2" pins the 8-lane kernels (tests, benchmarks)
+    return __builtin_cpu_supports("avx512f") && !(isa && std::string_view(isa) == "avx2");
+  }();
+  return wide;
+}
 
 at::Tensor RowLinear(const at::Tensor& x_in, const PackedWeight& w, const at::Tensor& b_in) {
   static constexpr at::ScalarType kData[] = {at::kFloat, at::kBFloat16, at::kChar};

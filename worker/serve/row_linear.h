@@ -1,11 +1,11 @@
 // A linear layer for the serving engine's decode steps whose rows never depend on the batch:
-// y (m,N) = x (m,K) · wᵀ (+ b), each element one dot product in a fixed order (8-lane FMA chains
-// over K, a fixed horizontal sum, then the row's scale and the bias), so a row's result is the same
-// bits whatever m, the other rows or the thread count. A BLAS picks kernels by m and rounds
+// y (m,N) = x (m,K) · wᵀ (+ b), each element one dot product in a fixed order (FMA chains of 8
+// or 16 lanes, by the CPU, over K, a fixed horizontal sum, then the row's scale and the bias), so a
+// row's result is the same bits whatever m, the other rows or the thread count. A BLAS picks kernels by m and rounds
 // differently for each; this one also takes the weights once per call however few rows there are,
 // which is what a decode step on a CPU is bound by, so it reads them in the format they are served
 // in (fp32, bf16, or int8 with a scale per output row), converted to fp32 in registers.
-// CPUs with AVX2 and FMA (RowLinearAvailable()).
+// CPUs with AVX2 and FMA (RowLinearAvailable()), 16 lanes with AVX-512 (RowLinearWide()).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,6 +27,10 @@ PackedWeight PackWeight(const at::Tensor& w, WeightFormat format);
 at::Tensor Unpack(const PackedWeight& w);
 
 bool RowLinearAvailable();
+// Whether RowLinear runs its 16-lane (AVX-512) kernels: CPUs with AVX-512F, unless the
+// environment's GPT2_ROW_LINEAR_ISA says avx2. Rounding differs between the two (lanes sum in
+// another order), so a process keeps one for its life; rows stay independent of the batch in both.
+bool RowLinearWide();
 // x (m,K) float32 on the CPU; b (N) float32 or undefined. Returns y (m,N).
 at::Tensor RowLinear(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b);
 inline at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

@@ -16,4 +16,11 @@ __attribute__((target("avx2,fma"))) inline float Sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// The 16 lanes of `v`: the two halves added lane-wise, then Sum8.
+__attribute__((target("avx512f"))) inline float Sum16(__m512 v) {
+  const __m256 lo = _mm512_castps512_ps256(v);
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  return Sum8(_mm256_add_ps(lo, hi));
+}
+
 }  // namespace gpt2::simd
