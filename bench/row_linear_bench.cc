@@ -1,5 +1,6 @@
-// RowLinear (worker/serve/row_linear) against at::linear (MKL on this CPU) over the linear layers of
-// a GPT-2 124M decode step (12 x QKV, proj, fc, fc-proj, and the LM head), at row counts 1..32.
+// RowLinear (worker/serve/row_linear) in each weight format against at::linear (MKL on this CPU) over
+// the linear layers of a GPT-2 124M step (12 x QKV, proj, fc, fc-proj, and the LM head), at row
+// counts 1..128.
 // Not a test: `build/bench/row_linear_bench [n_layer n_embd]`.
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "worker/serve/row_linear.h"
 
@@ -19,26 +21,35 @@ int main(int argc, char** argv) {
       layers.emplace_back(torch::randn({n, k}) * 0.02, torch::randn({n}));
   }
   layers.emplace_back(torch::randn({50304, C}) * 0.02, at::Tensor());
-  auto step = [&](int64_t m, bool ours) {
-    for (auto& [w, b] : layers) {
+  const gpt2::WeightFormat formats[] = {gpt2::WeightFormat::kFp32, gpt2::WeightFormat::kBf16,
+                                        gpt2::WeightFormat::kInt8, gpt2::WeightFormat::kW8A8};
+  std::vector<std::vector<gpt2::PackedWeight>> packed(4);
+  for (int f = 0; f < 4; ++f)
+    for (auto& [w, b] : layers) packed[f].push_back(gpt2::PackWeight(w, formats[f]));
+  // f = -1: at::linear; else RowLinear over formats[f].
+  auto step = [&](int64_t m, int f) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      auto& [w, b] = layers[l];
       at::Tensor x = torch::randn({m, w.size(1)});
-      if (ours)
-        gpt2::RowLinear(x, w, b);
+      if (f >= 0)
+        gpt2::RowLinear(x, packed[f][l], b);
       else
         torch::nn::functional::linear(x, w, b);
     }
   };
-  std::printf("%d threads; ms per decode step's linear layers (%lld layers, %lld channels)\n", at::get_num_threads(),
-              static_cast<long long>(L), static_cast<long long>(C));
-  std::printf("%5s %10s %10s %7s\n", "rows", "RowLinear", "at::linear", "ratio");
-  for (int64_t m : {1, 2, 4, 8, 16, 32}) {
-    double ms[2];
-    for (int ours = 0; ours < 2; ++ours) {
-      step(m, ours);
+  std::printf("%d threads, %s kernels; ms per decode step's linear layers (%lld layers, %lld channels)\n",
+              at::get_num_threads(), gpt2::RowLinearWide() ? "AVX-512" : "AVX2", static_cast<long long>(L),
+              static_cast<long long>(C));
+  std::printf("%5s %10s %10s %10s %10s %10s %7s\n", "rows", "at::linear", "fp32", "bf16", "int8", "w8a8", "fp32 x");
+  for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128}) {
+    double ms[5];
+    for (int f = -1; f < 4; ++f) {
+      step(m, f);
       const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < 5; ++i) step(m, ours);
-      ms[ours] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 5;
+      for (int i = 0; i < 5; ++i) step(m, f);
+      ms[f + 1] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / 5;
     }
-    std::printf("%5lld %10.1f %10.1f %7.2f\n", static_cast<long long>(m), ms[1], ms[0], ms[0] / ms[1]);
+    std::printf("%5lld %10.1f %10.1f %10.1f %10.1f %10.1f %7.2f\n", static_cast<long long>(m), ms[0], ms[1], ms[2],
+                ms[3], ms[4], ms[0] / ms[1]);
   }
 }

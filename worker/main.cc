@@ -60,9 +60,10 @@ void AddEngineFlags(CLI::App* cmd, gpt2::EngineOptions& eo, const std::string& w
       ->capture_default_str()
       ->check(AtLeast(1));
   cmd->add_option("--weights", eo.weights,
-                  when + "weight format for decoding: fp32, bf16 (half the bytes) or int8 (a quarter; a scale per row)")
+                  when + "weight format: fp32, bf16 (half the bytes), int8 (a quarter; a scale per row) or w8a8 "
+                         "(int8 weights and activations)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "w8a8"}));
 }
 
 }  // namespace
@@ -101,9 +102,9 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--seed", sample.seed, "Random seed")->capture_default_str();
   sample_cmd->add_flag("--ignore-eos", sample.ignore_eos, "Do not stop at <|endoftext|>");
   sample_cmd->add_flag("--json", sample.json, "Print one JSON object (text, tokens, logprobs, finish_reason)");
-  sample_cmd->add_option("--weights", sample.weights, "Weight format: fp32, bf16 or int8 (as `serve --weights`)")
+  sample_cmd->add_option("--weights", sample.weights, "Weight format: fp32, bf16, int8 or w8a8 (as `serve --weights`)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "w8a8"}));
 
   gpt2::InitOptions init;
   CLI::App* init_cmd = app.add_subcommand("init", "Write a freshly initialised GPT-2 as a checkpoint directory");

@@ -184,7 +184,7 @@ TEST_P(BatchInvarianceTest, BatchingAndChunkingNeverChangeTheTokens) {
   EXPECT_GT(chunks, static_cast<int64_t>(requests.size()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Weights, BatchInvarianceTest, ::testing::Values("fp32", "bf16", "int8"));
+INSTANTIATE_TEST_SUITE_P(Weights, BatchInvarianceTest, ::testing::Values("fp32", "bf16", "int8", "w8a8"));
 
 // Reduced-precision weights change the numbers, boundedly: a request's logprobs under bf16 and
 // int8 weights stay near fp32's along the same tokens (a random model's distribution is nearly
@@ -193,7 +193,7 @@ TEST_F(EngineTest, ReducedPrecisionWeightsStayNearFp32) {
   GenerationParams p = Requests()[0];
   p.max_tokens = 1;
   std::map<std::string, float> logprob;
-  for (const char* w : {"fp32", "bf16", "int8"}) {
+  for (const char* w : {"fp32", "bf16", "int8", "w8a8"}) {
     EngineOptions o;
     o.weights = w;
     auto engine = Make(4, 64, o);
@@ -207,9 +207,11 @@ TEST_F(EngineTest, ReducedPrecisionWeightsStayNearFp32) {
   EXPECT_NE(logprob["int8"], logprob["fp32"]);
   EXPECT_NEAR(logprob["bf16"], logprob["fp32"], 0.05);
   EXPECT_NEAR(logprob["int8"], logprob["fp32"], 0.1);
+  EXPECT_NE(logprob["w8a8"], logprob["int8"]);  // activations quantized too
+  EXPECT_NEAR(logprob["w8a8"], logprob["fp32"], 0.2);
   EngineOptions bad;
   bad.weights = "fp8";
-  EXPECT_EQ(Engine::Load(*dir_, bad).status().message(), "weights: expected fp32, bf16 or int8, got fp8");
+  EXPECT_EQ(Engine::Load(*dir_, bad).status().message(), "weights: expected fp32, bf16, int8 or w8a8, got fp8");
 }
 
 TEST_F(EngineTest, GreedyTokensAreTheArgmaxOfAFullForward) {

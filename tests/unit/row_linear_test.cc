@@ -80,12 +80,40 @@ TEST_F(RowLinearTest, ReducedPrecisionWeightsRoundWithinTheFormatAndComputeTheir
   }
 }
 
+// w8a8: each row of x quantized on its own (max |x| / 127), int8 dot products summed exactly, then
+// both scales and the bias. PyTorch computes the same integers (int64 matmul) and the same float
+// epilogue, so the bits agree exactly, on every kernel (ctest runs this file again with
+// GPT2_ROW_LINEAR_ISA=avx2, so the AVX2 and the VNNI kernels both equal the reference).
+TEST_F(RowLinearTest, W8A8IsExactIntegerArithmeticOnRowQuantizedActivations) {
+  torch::manual_seed(4);
+  for (auto [K, N] : {std::pair<int64_t, int64_t>{768, 2304}, {3072, 768}, {13, 7}, {100, 50257}}) {
+    at::Tensor w = torch::randn({N, K}) * 0.02, b = torch::randn({N});
+    const PackedWeight p = PackWeight(w, WeightFormat::kW8A8);
+    const PackedWeight int8 = PackWeight(w, WeightFormat::kInt8);
+    EXPECT_TRUE(torch::equal(Unpack(p), Unpack(int8)));  // the same weights as int8
+    const at::Tensor qw = p.data.narrow(1, 0, K).to(at::kLong), sw = p.scale;
+    for (int64_t m : {1, 3, 5, 32}) {
+      at::Tensor x = torch::randn({m, K});
+      x[0].zero_();  // a row of zeros
+      const at::Tensor amax = x.abs().amax(1, true);
+      const at::Tensor sx = torch::where(amax > 0, amax / 127, torch::ones_like(amax));
+      const at::Tensor qx = (x / sx).round().clamp(-127, 127).to(at::kLong);
+      const at::Tensor dot = torch::mm(qx, qw.t());
+      const at::Tensor want = dot.to(at::kFloat) * sx * sw.unsqueeze(0) + b;
+      EXPECT_TRUE(torch::equal(RowLinear(x, p, b), want)) << "K=" << K << " N=" << N << " m=" << m;
+      EXPECT_TRUE(torch::equal(RowLinear(x, p, {}), dot.to(at::kFloat) * sx * sw.unsqueeze(0)));
+      // and near the fp32 product (activation rounding is within half a step of each row's scale)
+      EXPECT_TRUE(torch::allclose(RowLinear(x, p, b), torch::nn::functional::linear(x, w, b), 0.05, 0.05));
+    }
+  }
+}
+
 TEST(WeightFormatTest, NamesParseAndBadOnesAreRefused) {
-  for (WeightFormat f : {WeightFormat::kFp32, WeightFormat::kBf16, WeightFormat::kInt8})
+  for (WeightFormat f : {WeightFormat::kFp32, WeightFormat::kBf16, WeightFormat::kInt8, WeightFormat::kW8A8})
     EXPECT_EQ(*ParseWeightFormat(WeightFormatName(f)), f);
   absl::StatusOr<WeightFormat> bad = ParseWeightFormat("fp16");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad.status().message(), "weights: expected fp32, bf16 or int8, got fp16");
+  EXPECT_EQ(bad.status().message(), "weights: expected fp32, bf16, int8 or w8a8, got fp16");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -111,42 +112,212 @@ __attribute__((target("avx512f"))) inline __m512 Load16(const void* w, int64_t i
 #undef ROW_TILE_SUM
 #undef ROW_TILE_LOADW
 
-using TileFn = void (*)(const Args&, int64_t, int64_t);
-
-// The tiles of every edge size, kTiles[r - 1][c - 1].
-template <WeightFormat F, int R, int C, bool Wide>
-struct Tiles {
-  TileFn fn[R][C];
-  constexpr Tiles() : fn() {
-    Fill(std::make_integer_sequence<int, R * C>());
-  }
+// The tiles of every edge size of a kernel K (K::Tile<r, c>), fn[r - 1][c - 1].
+template <typename A, int R, int C, typename K>
+struct TileTable {
+  using Fn = void (*)(const A&, int64_t, int64_t);
+  Fn fn[R][C];
+  constexpr TileTable() : fn() { Fill(std::make_integer_sequence<int, R * C>()); }
   template <int... I>
   constexpr void Fill(std::integer_sequence<int, I...>) {
-    ((fn[I / C][I % C] = Wide ? &Tile16<F, I / C + 1, I % C + 1> : &Tile8<F, I / C + 1, I % C + 1>), ...);
+    ((fn[I / C][I % C] = &K::template Tile<I / C + 1, I % C + 1>), ...);
   }
 };
 
 // Threads split the columns (w's rows); each streams its rows of w once, reusing each tile of
 // C rows across all of x's rows while it is in cache.
-template <WeightFormat F, int R, int C, bool Wide>
-void Run(const Args& a, int64_t m) {
-  static constexpr Tiles<F, R, C, Wide> kTiles;
-  const int64_t tiles = (a.N + C - 1) / C;
+template <int R, int C, typename K, typename A>
+void RunTiles(const A& a, int64_t m, int64_t N) {
+  static constexpr TileTable<A, R, C, K> kTiles;
+  const int64_t tiles = (N + C - 1) / C;
   at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j = t * C;
-      const int c = static_cast<int>(std::min<int64_t>(C, a.N - j));
+      const int c = static_cast<int>(std::min<int64_t>(C, N - j));
       for (int64_t i = 0; i < m; i += R) kTiles.fn[std::min<int64_t>(R, m - i) - 1][c - 1](a, i, j);
     }
   });
 }
 
 template <WeightFormat F>
+struct Narrow {
+  template <int R, int C>
+  static void Tile(const Args& a, int64_t i, int64_t j) {
+    Tile8<F, R, C>(a, i, j);
+  }
+};
+template <WeightFormat F>
+struct Wide {
+  template <int R, int C>
+  static void Tile(const Args& a, int64_t i, int64_t j) {
+    Tile16<F, R, C>(a, i, j);
+  }
+};
+
+template <WeightFormat F>
 void Run(const Args& a, int64_t m) {
   if (RowLinearWide())
-    Run<F, 4, 6, true>(a, m);
+    RunTiles<4, 6, Wide<F>>(a, m, a.N);
   else
-    Run<F, 3, 4, false>(a, m);
+    RunTiles<3, 4, Narrow<F>>(a, m, a.N);
+}
+
+// w8a8: int8 rows of x (each with its scale) by int8 rows of w. The dot products are int32 sums
+// of int8 products, exact, so their order does not matter and both kernels give the same bits:
+// y = float(Σ qx·qw) · sx · sw (+ b).
+struct QArgs {
+  const int8_t* x;       // (m,Kp)
+  const float* sx;       // (m)
+  const int8_t* w;       // (N,Kp)
+  const float* sw;       // (N)
+  const int32_t* wsum;   // (N)
+  const float* b;        // null: no bias
+  float* y;
+  int64_t Kp, N;
+};
+constexpr int64_t kQuantAlign = 64;  // Kp: K padded with zeros to a multiple of this
+
+inline void QStore(const QArgs& a, int64_t i, int64_t j, int32_t dot) {
+  const float v = static_cast<float>(dot) * a.sx[i] * a.sw[j];
+  a.y[i * a.N + j] = a.b ? v + a.b[j] : v;
+}
+
+// AVX2: |x| (unsigned) times w with x's sign (signed) in pairs (vpmaddubsw; each pair at most
+// 2 · 127 · 127, no saturation), pairs summed into int32 lanes (vpmaddwd).
+struct QNarrow {
+  template <int R, int C>
+  __attribute__((target("avx2,fma"))) static void Tile(const QArgs& a, int64_t i, int64_t j) {
+    __m256i acc[R][C];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_si256();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t k = 0; k < a.Kp; k += 32) {
+      __m256i wv[C];
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c)
+        wv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.w + (j + c) * a.Kp + k));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.x + (i + r) * a.Kp + k));
+        const __m256i ax = _mm256_abs_epi8(xv);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) {
+          const __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[c], xv));
+          acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(pairs, ones));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) {
+        alignas(32) int32_t lanes[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[r][c]);
+        int32_t dot = 0;
+        for (int32_t v : lanes) dot += v;
+        QStore(a, i + r, j + c, dot);
+      }
+    }
+  }
+};
+
+// AVX-512 VNNI: x + 128 (unsigned) times w (signed), four products a lane (vpdpbusd); the 128 · Σw
+// that the offset adds comes off at the end.
+struct QVnni {
+  template <int R, int C>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void Tile(const QArgs& a, int64_t i, int64_t j) {
+    __m512i acc[R][C];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t k = 0; k < a.Kp; k += 64) {
+      __m512i wv[C];
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(a.w + (j + c) * a.Kp + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i xv = _mm512_xor_si512(_mm512_loadu_si512(a.x + (i + r) * a.Kp + k), offset);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xv, wv[c]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c)
+        QStore(a, i + r, j + c, _mm512_reduce_add_epi32(acc[r][c]) - 128 * a.wsum[j + c]);
+  }
+};
+
+bool RowLinearVnni() {
+  static const bool vnni = [] {
+    const char* isa = std::getenv("GPT2_ROW_LINEAR_ISA");
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           !(isa && std::string_view(isa) == "avx2");
+  }();
+  return vnni;
+}
+
+// Each row of x (m,K) as int8 (m,Kp) with its scale: max |x| / 127 (1 for a row of zeros),
+// q = x / scale rounded to nearest even (|q| <= 127 by construction), the padding zero. A row's
+// result depends on that row alone; the vector and the scalar steps round alike.
+// 8 floats / s, rounded to nearest even, as int32 lanes.
+__attribute__((target("avx2,fma"))) inline __m256i Quantize8(const float* p, __m256 s) {
+  return _mm256_cvtps_epi32(
+      _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(p), s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+__attribute__((target("avx2,fma"))) void QuantizeRow(const float* row, int64_t K, int64_t Kp, int8_t* out,
+                                                    float* scale) {
+  const int64_t K32 = K / 32 * 32;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  for (int64_t k = 0; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(row + k), abs_mask));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float amax = 0;
+  for (float v : lanes) amax = std::max(amax, v);
+  for (int64_t k = K / 8 * 8; k < K; ++k) amax = std::max(amax, std::abs(row[k]));
+  const float s = amax > 0 ? amax / 127.0f : 1.0f;
+  *scale = s;
+  const __m256 sv = _mm256_set1_ps(s);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t k = 0; k < K32; k += 32) {
+    const __m256i ab = _mm256_packs_epi32(Quantize8(row + k, sv), Quantize8(row + k + 8, sv));
+    const __m256i cd = _mm256_packs_epi32(Quantize8(row + k + 16, sv), Quantize8(row + k + 24, sv));
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), bytes);
+  }
+  for (int64_t k = K32; k < K; ++k) out[k] = static_cast<int8_t>(std::nearbyint(row[k] / s));
+  std::memset(out + K, 0, static_cast<size_t>(Kp - K));
+}
+
+void QuantizeRows(const float* x, int64_t m, int64_t K, int64_t Kp, int8_t* q, float* scale) {
+  at::parallel_for(0, m, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) QuantizeRow(x + r * K, K, Kp, q + r * Kp, scale + r);
+  });
+}
+
+at::Tensor RowLinearW8A8(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b) {
+  const int64_t m = x.size(0), K = x.size(1), Kp = w.data.size(1), N = w.data.size(0);
+  at::Tensor qx = at::empty({m, Kp}, x.options().dtype(at::kChar));
+  at::Tensor sx = at::empty({m}, x.options());
+  QuantizeRows(x.data_ptr<float>(), m, K, Kp, qx.data_ptr<int8_t>(), sx.data_ptr<float>());
+  at::Tensor y = at::empty({m, N}, x.options());
+  const QArgs a{qx.data_ptr<int8_t>(),
+                sx.data_ptr<float>(),
+                w.data.data_ptr<int8_t>(),
+                w.scale.data_ptr<float>(),
+                w.wsum.data_ptr<int32_t>(),
+                b.defined() ? b.data_ptr<float>() : nullptr,
+                y.data_ptr<float>(),
+                Kp,
+                N};
+  if (RowLinearVnni())
+    RunTiles<4, 5, QVnni>(a, m, N);
+  else
+    RunTiles<2, 4, QNarrow>(a, m, N);
+  return y;
 }
 
 }  // namespace
@@ -154,22 +325,29 @@ void Run(const Args& a, int64_t m) {
 PackedWeight PackWeight(const at::Tensor& w_in, WeightFormat format) {
   TORCH_CHECK(w_in.dim() == 2 && w_in.scalar_type() == at::kFloat, "PackWeight: a float32 matrix");
   const at::Tensor w = w_in.contiguous();
+  const int64_t K = w.size(1);
   switch (format) {
-    case WeightFormat::kFp32: return {format, w, {}};
-    case WeightFormat::kBf16: return {format, w.to(at::kBFloat16), {}};  // round to nearest even
-    case WeightFormat::kInt8: {
+    case WeightFormat::kFp32: return {format, w, {}, {}, K};
+    case WeightFormat::kBf16: return {format, w.to(at::kBFloat16), {}, {}, K};  // round to nearest even
+    case WeightFormat::kInt8:
+    case WeightFormat::kW8A8: {
       // scale = max |w| of the row / 127 (1 for a row of zeros), q = round(w / scale).
       at::Tensor amax = w.abs().amax(1);
       at::Tensor scale = at::where(amax.gt(0), amax.div(127.0), at::ones_like(amax)).contiguous();
       at::Tensor q = w.div(scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
-      return {format, q, scale};
+      if (format == WeightFormat::kInt8) return {format, q, scale, {}, K};
+      const int64_t Kp = (K + kQuantAlign - 1) / kQuantAlign * kQuantAlign;
+      at::Tensor padded = at::zeros({w.size(0), Kp}, q.options());
+      padded.narrow(1, 0, K).copy_(q);
+      return {format, padded, scale, q.sum(1, /*keepdim=*/false, at::kInt).contiguous(), K};
     }
   }
   TORCH_CHECK(false, "PackWeight: unknown format");
 }
 
 at::Tensor Unpack(const PackedWeight& w) {
-  if (w.format == WeightFormat::kInt8) return w.data.to(at::kFloat).mul(w.scale.unsqueeze(1));
+  if (w.format == WeightFormat::kInt8 || w.format == WeightFormat::kW8A8)
+    return w.data.narrow(1, 0, w.in_features).to(at::kFloat).mul(w.scale.unsqueeze(1));
   return w.data.to(at::kFloat);
 }
 
@@ -184,15 +362,19 @@ bool RowLinearWide() {
 }
 
 at::Tensor RowLinear(const at::Tensor& x_in, const PackedWeight& w, const at::Tensor& b_in) {
-  static constexpr at::ScalarType kData[] = {at::kFloat, at::kBFloat16, at::kChar};
-  TORCH_CHECK(x_in.dim() == 2 && w.data.dim() == 2 && x_in.size(1) == w.data.size(1), "RowLinear: shapes");
+  static constexpr at::ScalarType kData[] = {at::kFloat, at::kBFloat16, at::kChar, at::kChar};
+  TORCH_CHECK(x_in.dim() == 2 && w.data.dim() == 2 && x_in.size(1) == w.in_features, "RowLinear: shapes");
   TORCH_CHECK(x_in.scalar_type() == at::kFloat && x_in.is_cpu(), "RowLinear: x float32 on the CPU");
   TORCH_CHECK(w.data.scalar_type() == kData[static_cast<int>(w.format)] && w.data.is_contiguous(),
               "RowLinear: weights not in their format (PackWeight)");
-  TORCH_CHECK(w.format != WeightFormat::kInt8 || (w.scale.defined() && w.scale.numel() == w.data.size(0)),
+  TORCH_CHECK(w.format == WeightFormat::kFp32 || w.format == WeightFormat::kBf16 ||
+                  (w.scale.defined() && w.scale.numel() == w.data.size(0)),
               "RowLinear: int8 weights need a scale per row");
+  TORCH_CHECK(w.format != WeightFormat::kW8A8 || (w.wsum.defined() && w.data.size(1) % kQuantAlign == 0),
+              "RowLinear: w8a8 weights not packed (PackWeight)");
   const at::Tensor x = x_in.contiguous();
   const at::Tensor b = b_in.defined() ? b_in.contiguous() : b_in;
+  if (w.format == WeightFormat::kW8A8) return RowLinearW8A8(x, w, b);
   const int64_t m = x.size(0), K = x.size(1), N = w.data.size(0);
   at::Tensor y = at::empty({m, N}, x.options());
   const Args a{x.data_ptr<float>(),
@@ -206,6 +388,7 @@ at::Tensor RowLinear(const at::Tensor& x_in, const PackedWeight& w, const at::Te
     case WeightFormat::kFp32: Run<WeightFormat::kFp32>(a, m); break;
     case WeightFormat::kBf16: Run<WeightFormat::kBf16>(a, m); break;
     case WeightFormat::kInt8: Run<WeightFormat::kInt8>(a, m); break;
+    case WeightFormat::kW8A8: break;  // above
   }
   return y;
 }

@@ -14,11 +14,13 @@
 
 namespace gpt2 {
 
-// A weight (N,K) in a format: data is float, bfloat16 or int8 (N,K) contiguous; scale (N) float
-// with int8, else undefined.
+// A weight (N,K) in a format: data is float, bfloat16 or int8 (N,K) contiguous (w8a8: int8
+// (N,Kp), K padded with zeros to a multiple of 64); scale (N) float with int8 and w8a8; wsum (N)
+// int32 with w8a8, each row's sum of its int8 weights.
 struct PackedWeight {
   WeightFormat format = WeightFormat::kFp32;
-  at::Tensor data, scale;
+  at::Tensor data, scale, wsum;
+  int64_t in_features = 0;  // K
 };
 
 // Rounds w (N,K) float32 to `format` (fp32 shares w's storage).
@@ -34,7 +36,7 @@ bool RowLinearWide();
 // x (m,K) float32 on the CPU; b (N) float32 or undefined. Returns y (m,N).
 at::Tensor RowLinear(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b);
 inline at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return RowLinear(x, PackedWeight{WeightFormat::kFp32, w, {}}, b);
+  return RowLinear(x, PackedWeight{WeightFormat::kFp32, w, {}, {}, w.size(1)}, b);
 }
 
 }  // namespace gpt2
