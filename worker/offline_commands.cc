@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "worker/serve/completion_request.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"

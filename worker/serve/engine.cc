@@ -21,6 +21,7 @@
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
+#include "worker/serve/completion_request.h"
 #include "worker/serve/decode_attention.h"
 #include "worker/serve/row_linear.h"
 #include "worker/serve/scheduler.h"
@@ -52,29 +53,6 @@ struct Segment {
 };
 
 }  // namespace
-
-absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, int64_t max_context) {
-  const int64_t context = max_context > 0 ? std::min(max_context, c.n_positions) : c.n_positions;
-  if (p.prompt.empty()) return absl::InvalidArgumentError("prompt: must hold at least one token");
-  for (size_t i = 0; i < p.prompt.size(); ++i) {
-    if (p.prompt[i] < 0 || p.prompt[i] >= c.vocab_size)
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt_tokens[", i, "]: ", p.prompt[i], " is not a token id (0..", c.vocab_size - 1, ")"));
-  }
-  if (p.max_tokens <= 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be > 0, got ", p.max_tokens));
-  const int64_t need = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
-  if (need > context) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens: the prompt (", p.prompt.size(), " tokens) plus ",
-                                                   p.max_tokens, " new tokens exceed the context of ", context,
-                                                   context < c.n_positions ? " served" : " of the model"));
-  }
-  if (!(p.temperature >= 0) || !std::isfinite(p.temperature))
-    return absl::InvalidArgumentError(absl::StrCat("temperature: must be a finite number >= 0, got ", p.temperature));
-  if (p.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k: must be >= 0, got ", p.top_k));
-  if (!(p.top_p > 0 && p.top_p <= 1))
-    return absl::InvalidArgumentError(absl::StrCat("top_p: must be in (0, 1], got ", p.top_p));
-  return absl::OkStatus();
-}
 
 class Engine::Impl {
  public:

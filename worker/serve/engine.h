@@ -37,6 +37,9 @@ enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kError };
 // The serving APIs' one default for max_tokens (OpenAI's): gRPC's 0, gpt2ctl without --max-tokens.
 inline constexpr int64_t kDefaultMaxTokens = 16;
 
+// The engine's parameters. Their initializers are the serving APIs' one table of defaults
+// (completion_request.h applies them to whatever a request leaves out; the seed's default is a
+// random one).
 struct GenerationParams {
   std::vector<int32_t> prompt;  // token ids, 1 <= size, each < vocab_size
   double temperature = 1.0;     // 0 = greedy
@@ -110,9 +113,5 @@ class Engine {
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Checks parameters against a model config without an engine (INVALID_ARGUMENT naming the field).
-// `max_context` 0 = the model's context.
-absl::Status ValidateGeneration(const GenerationParams& params, const GPTConfig& config, int64_t max_context = 0);
 
 }  // namespace gpt2

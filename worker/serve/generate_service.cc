@@ -2,10 +2,10 @@
 
 #include <chrono>
 #include <optional>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "worker/serve/completion_request.h"
 #include "worker/serve/token_stream.h"
 #include "worker/tokenizer/stream_decoder.h"
 
@@ -14,8 +14,6 @@ namespace {
 
 namespace v1 = ::gpt2d::v1;
 using Clock = std::chrono::steady_clock;
-
-constexpr int kMaxStops = 8;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -34,44 +32,21 @@ v1::FinishReason ToProto(FinishReason r) {
   }
 }
 
-// The engine's refusal in the API's terms: the engine names its own fields, the API's live under
-// `sampling`.
-absl::Status InApiTerms(const absl::Status& st) {
-  if (st.code() != absl::StatusCode::kInvalidArgument) return st;
-  std::string msg(st.message());
-  for (const char* f : {"temperature:", "top_k:", "top_p:", "max_tokens:"})
-    if (msg.rfind(f, 0) == 0) msg = "sampling." + msg;
-  return absl::InvalidArgumentError(msg);
-}
-
-// The request's parameters for the engine, or INVALID_ARGUMENT naming the field (the engine
-// checks the rest when the request is submitted).
-absl::StatusOr<GenerationParams> ToParams(const v1::GenerateRequest& req, const Tokenizer& tok) {
-  GenerationParams p;
-  if (!req.prompt().empty() && req.prompt_tokens_size() > 0)
-    return absl::InvalidArgumentError("prompt: set either prompt or prompt_tokens, not both");
-  if (req.prompt_tokens_size() > 0) {
-    p.prompt.assign(req.prompt_tokens().begin(), req.prompt_tokens().end());
-  } else {
-    for (TokenId id : tok.encode_ordinary(req.prompt())) p.prompt.push_back(static_cast<int32_t>(id));
-    if (p.prompt.empty()) p.prompt.push_back(tok.eot_token());  // an empty prompt starts a new document
-  }
+// gpt2d.v1's request in the edge's terms: proto3's zero top_k, top_p and max_tokens mean unset.
+CompletionRequest FromProto(const v1::GenerateRequest& req) {
+  CompletionRequest r;
   const v1::SamplingParams& s = req.sampling();
-  p.temperature = s.has_temperature() ? s.temperature() : 1.0;
-  p.top_k = s.top_k();
-  if (s.top_p() < 0 || s.top_p() > 1)
-    return absl::InvalidArgumentError(absl::StrCat("sampling.top_p: must be in [0, 1] (0 = off), got ", s.top_p()));
-  p.top_p = s.top_p() == 0 ? 1.0 : s.top_p();
-  p.seed = s.has_seed() ? s.seed() : std::random_device{}();
-  if (s.max_tokens() < 0)
-    return absl::InvalidArgumentError(absl::StrCat("sampling.max_tokens: must be > 0, got ", s.max_tokens()));
-  p.max_tokens = s.max_tokens() == 0 ? kDefaultMaxTokens : s.max_tokens();
-  p.ignore_eos = s.ignore_eos();
-  if (s.stop_size() > kMaxStops)
-    return absl::InvalidArgumentError(absl::StrCat("sampling.stop: at most ", kMaxStops, " strings"));
-  for (int i = 0; i < s.stop_size(); ++i)
-    if (s.stop(i).empty()) return absl::InvalidArgumentError(absl::StrCat("sampling.stop[", i, "]: empty"));
-  return p;
+  if (!req.prompt().empty()) r.prompt = req.prompt();
+  if (req.prompt_tokens_size() > 0) r.prompt_tokens.emplace(req.prompt_tokens().begin(), req.prompt_tokens().end());
+  if (s.has_temperature()) r.temperature = s.temperature();
+  if (s.top_k() != 0) r.top_k = s.top_k();
+  if (s.top_p() != 0) r.top_p = s.top_p();
+  if (s.has_seed()) r.seed = s.seed();
+  if (s.max_tokens() != 0) r.max_tokens = s.max_tokens();
+  r.stop.assign(s.stop().begin(), s.stop().end());
+  r.ignore_eos = s.ignore_eos();
+  r.logprobs = s.logprobs();
+  return r;
 }
 
 }  // namespace
@@ -103,14 +78,15 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
   if (!source.ok()) return ToGrpcStatus(source.status());
   const Replica::Current cur = *std::move(source);  // held to the end: a hot-load never changes it
   Engine& engine = *cur.engine;
-  absl::StatusOr<GenerationParams> params = ToParams(req, tokenizer_);
-  if (!params.ok()) return ToGrpcStatus(params.status());
-  const int64_t prompt_tokens = static_cast<int64_t>(params->prompt.size());
+  absl::StatusOr<Completion> completion_req =
+      ToCompletion(FromProto(req), GrpcApiFields(), tokenizer_, engine.config(), engine.max_context());
+  if (!completion_req.ok()) return ToGrpcStatus(completion_req.status());
+  const int64_t prompt_tokens = static_cast<int64_t>(completion_req->params.prompt.size());
   TokenStream stream;
-  absl::StatusOr<int64_t> id = engine.Submit(*params, stream.Callback());
-  if (!id.ok()) return ToGrpcStatus(InApiTerms(id.status()));
+  absl::StatusOr<int64_t> id = engine.Submit(completion_req->params, stream.Callback());
+  if (!id.ok()) return ToGrpcStatus(id.status());  // a full queue (the parameters passed above)
 
-  const std::vector<std::string> stops(req.sampling().stop().begin(), req.sampling().stop().end());
+  const std::vector<std::string>& stops = completion_req->stop;
   StreamDecoder decoder(tokenizer_);
   std::string unsent;  // decoded text held back while it could still become a stop sequence
   int64_t completion = 0;
@@ -138,7 +114,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
         previous = now;
         ++completion;
         out.add_token_ids(e.token);
-        if (req.sampling().logprobs()) out.add_logprobs(e.logprob);
+        if (completion_req->logprobs) out.add_logprobs(e.logprob);
         absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
         if (delta.ok()) unsent += *delta;
       }
