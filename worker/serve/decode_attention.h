@@ -1,6 +1,6 @@
 // Attention for the serving engine's decode steps on a CPU: each running request's one new query
 // against exactly its own cached positions, all requests and heads in one parallel pass, in a
-// fixed order (8-lane FMA dot products, a sequential softmax, 8-lane FMA sums over positions), so
+// fixed order (8-lane FMA dot products, an 8-lane softmax, 8-lane FMA sums over positions), so
 // a request's bits depend only on its own query, cache and length, never on the batch or the
 // thread count. Replaces one scaled_dot_product_attention call per request and layer.
 // fp32 on CPUs with AVX2 and FMA (RowLinearAvailable()).
