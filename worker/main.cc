@@ -59,6 +59,8 @@ void AddEngineFlags(CLI::App* cmd, gpt2::EngineOptions& eo, const std::string& w
                   when + "prompt tokens prefilled together between two decode steps (a longer prompt goes alone)")
       ->capture_default_str()
       ->check(AtLeast(1));
+  cmd->add_flag("!--no-prefix-caching", eo.prefix_caching,
+                when + "compute every prompt in full instead of reusing the KV rows of cached prefixes");
   cmd->add_option("--weights", eo.weights,
                   when + "weight format: fp32, bf16 (half the bytes), int8 (a quarter; a scale per row) or w8a8 "
                          "(int8 weights and activations)")

@@ -186,6 +186,60 @@ TEST_P(BatchInvarianceTest, BatchingAndChunkingNeverChangeTheTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Weights, BatchInvarianceTest, ::testing::Values("fp32", "bf16", "int8", "w8a8"));
 
+// Requests sharing a prompt prefix (a system prompt) reuse its KV rows, from a finished request's
+// slot or by copy from a running one, and give exactly what they give with prefix caching off.
+TEST_F(EngineTest, PrefixHitsChangeNothing) {
+  std::mt19937 rng(5);
+  std::vector<int32_t> system;
+  for (int t = 0; t < 20; ++t) system.push_back(static_cast<int32_t>(rng() % 50257));
+  std::vector<GenerationParams> requests;
+  for (int i = 0; i < 6; ++i) {
+    GenerationParams p;
+    p.prompt = system;
+    for (int t = 0; t < 1 + i % 4; ++t) p.prompt.push_back(static_cast<int32_t>(rng() % 50257));
+    p.max_tokens = 10;
+    p.ignore_eos = true;
+    p.temperature = i % 2 ? 0.8 : 0;
+    p.seed = 77 + i;
+    requests.push_back(p);
+  }
+  requests.push_back(requests[1]);  // the same prompt again: all but its last token reused
+  EngineOptions off;
+  off.prefix_caching = false;
+  std::vector<Collector> want(requests.size());
+  {
+    auto engine = Make(4, 64, off);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      ASSERT_TRUE(engine->Submit(requests[i], want[i].Callback()).ok());
+      want[i].Wait();
+    }
+    EXPECT_EQ(engine->stats().prefix_hit_tokens, 0);
+  }
+  std::atomic<int64_t> reused{0};
+  EngineOptions on;
+  on.on_admit = [&](int64_t, int64_t r) { reused += r; };
+  auto engine = Make(4, 64, on);
+  std::vector<Collector> got(requests.size());
+  ASSERT_TRUE(engine->Submit(requests[0], got[0].Callback()).ok());
+  got[0].Wait();  // its slot keeps the system prompt's rows
+  for (size_t i = 1; i < requests.size(); ++i) {
+    ASSERT_TRUE(engine->Submit(requests[i], got[i].Callback()).ok());
+    if (i == 1) got[1].WaitForTokens(1);  // running: the next ones copy from it or reuse in place
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    got[i].Wait();
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    EXPECT_EQ(got[i].logprobs, want[i].logprobs) << "request " << i;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const EngineStats st = engine->stats();
+  EXPECT_GE(st.prefix_hit_tokens, 20 * 5);  // every request after the first reused the system prompt
+  EXPECT_EQ(st.prefix_hit_tokens, reused.load());
+  int64_t prompt = 0;
+  for (const auto& p : requests) prompt += static_cast<int64_t>(p.prompt.size());
+  EXPECT_EQ(st.prompt_tokens, prompt);
+}
+
 // Reduced-precision weights change the numbers, boundedly: a request's logprobs under bf16 and
 // int8 weights stay near fp32's along the same tokens (a random model's distribution is nearly
 // flat, so the greedy choice itself may differ; tests/reference compares a trained model's).

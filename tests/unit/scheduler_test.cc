@@ -1,5 +1,5 @@
-// The engine's scheduler alone: admission, the prefill budget and chunks, slots, cancellation, the
-// queue's bound, stopping. No model, no tensors.
+// The engine's scheduler alone: admission, the prefill budget and chunks, prefix reuse, slots,
+// cancellation, the queue's bound, stopping. No model, no tensors.
 #include "worker/serve/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -122,6 +122,79 @@ TEST(SchedulerTest, ARequestCancelledBetweenItsChunksFreesItsSlot) {
   IterationPlan p = s.Next();
   EXPECT_EQ(p.cancelled, (std::vector<int64_t>{1}));
   EXPECT_EQ(Chunks(p), (std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{{2, 0, 3, true}}));
+}
+
+std::vector<int32_t> Tokens(int32_t from, int32_t n) {
+  std::vector<int32_t> t(n);
+  for (int32_t i = 0; i < n; ++i) t[i] = from + i;
+  return t;
+}
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(SchedulerTest, APromptReusesTheLongestCachedPrefixInPlaceOrByCopy) {
+  Scheduler s({/*slots=*/3, /*max_queue=*/16, /*max_prefill_tokens=*/100});
+  const std::vector<int32_t> a = Tokens(1000, 40);
+  ASSERT_EQ(*s.Enqueue(a), 1);
+  IterationPlan p = s.Next();
+  ASSERT_EQ(p.prefill.size(), 1u);
+  const int64_t slot_a = p.prefill[0].slot;
+  EXPECT_TRUE(p.prefill[0].first);
+  s.Release(1);  // ended: its slot keeps a's 40 rows
+  // 30 tokens in common: admitted into a's old slot, nothing copied, computing from 30.
+  ASSERT_EQ(*s.Enqueue(Concat(Tokens(1000, 30), Tokens(5, 10))), 2);
+  p = s.Next();
+  EXPECT_EQ(Chunks(p), (std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{{2, 30, 10, true}}));
+  EXPECT_EQ(p.prefill[0].slot, slot_a);
+  EXPECT_TRUE(p.prefill[0].first);
+  EXPECT_TRUE(p.copies.empty());
+  // Request 2 runs in a's slot; a prompt sharing its first 35 tokens copies them into a free slot.
+  ASSERT_EQ(*s.Enqueue(Concat(Tokens(1000, 30), Tokens(5, 7))), 3);
+  p = s.Next();
+  ASSERT_EQ(p.prefill.size(), 1u);
+  EXPECT_NE(p.prefill[0].slot, slot_a);
+  EXPECT_EQ(p.prefill[0].start, 36);  // 37 tokens, all but the last shared
+  ASSERT_EQ(p.copies.size(), 1u);
+  EXPECT_EQ(p.copies[0].from, slot_a);
+  EXPECT_EQ(p.copies[0].to, p.prefill[0].slot);
+  EXPECT_EQ(p.copies[0].count, 36);
+  EXPECT_EQ(s.prompt_tokens(), 40 + 40 + 37);
+  EXPECT_EQ(s.prefix_hit_tokens(), 30 + 36);
+}
+
+TEST(SchedulerTest, PrefixReuseRespectsGranularityRowsInFlightAndFailedSteps) {
+  SchedulerLimits limits{/*slots=*/3, /*max_queue=*/16, /*max_prefill_tokens=*/100};
+  limits.prefix_granularity = 16;
+  Scheduler s(limits);
+  const std::vector<int32_t> a = Tokens(1000, 150);
+  ASSERT_TRUE(s.Enqueue(a).ok());  // 1: chunks [0,100), [100,150)
+  s.Next();                        // computes [0, 100)
+  ASSERT_TRUE(s.Enqueue(Concat(Tokens(1000, 140), Tokens(7, 5))).ok());  // 2: shares 140 with a
+  IterationPlan p = s.Next();      // a's [100, 150) is computed in this very iteration: 2 reuses 96
+  ASSERT_EQ(p.prefill.size(), 2u);
+  EXPECT_EQ(p.prefill[1].id, 2);
+  EXPECT_EQ(p.prefill[1].start, 96);  // 100 rows ready, a multiple of 16
+  ASSERT_EQ(p.copies.size(), 1u);
+  EXPECT_EQ(p.copies[0].count, 96);
+  // A request whose step failed leaves nothing to reuse.
+  s.Release(2, /*cache_valid=*/false);
+  s.Release(1, /*cache_valid=*/false);
+  ASSERT_TRUE(s.Enqueue(Concat(Tokens(1000, 140), Tokens(7, 5))).ok());  // 3
+  p = s.Next();
+  ASSERT_EQ(p.prefill.size(), 1u);
+  EXPECT_EQ(p.prefill[0].start, 0);
+  EXPECT_TRUE(p.copies.empty());
+  // Without prefix caching nothing is reused.
+  limits.prefix_caching = false;
+  Scheduler off(limits);
+  ASSERT_TRUE(off.Enqueue(a).ok());
+  off.Next();
+  off.Release(1);
+  ASSERT_TRUE(off.Enqueue(a).ok());
+  EXPECT_EQ(off.Next().prefill[0].start, 0);
+  EXPECT_EQ(off.prefix_hit_tokens(), 0);
 }
 
 TEST(SchedulerTest, AFullQueueIsRefusedAtOnce) {

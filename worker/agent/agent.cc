@@ -440,6 +440,7 @@ class Agent {
       EngineOptions eo = opts_.engine;
       eo.device = opts_.device;
       eo.on_fault = serve_metrics_->FaultHandler(Log);
+      eo.on_admit = serve_metrics_->AdmitHandler();
       absl::StatusOr<std::unique_ptr<Replica>> r = Replica::Start(a.checkpoint(), a.job_id(), eo);
       if (r.ok() && !a.follow_dir().empty()) (*r)->FollowReported(a.follow_dir(), *serve_metrics_);
       std::unique_ptr<Replica> old;

@@ -42,6 +42,7 @@ struct Request {
   int64_t generated = 0;  // tokens produced so far
   int32_t next = -1;      // the latest token, not yet in the cache
   bool ended = false;     // its last event was delivered
+  bool cache_valid = true;  // false after a failed step: its slot's rows are not reused
 };
 
 // A request's rows in one iteration: positions [start, start + count) of its prompt (a chunk), or
@@ -62,7 +63,9 @@ class Engine::Impl {
         opts_(o),
         T_(ServingContext(model_->config(), o)),
         S_(SlotCount(model_, o, T_)),
-        scheduler_({S_, o.max_queue, o.max_prefill_tokens}) {
+        scheduler_({S_, o.max_queue, o.max_prefill_tokens, o.prefix_caching,
+                    // rows computed on their own reuse any prefix; elsewhere whole chunks
+                    RowPath(model_, device) ? 1 : o.max_prefill_tokens}) {
     const GPTConfig& c = model_->config();
     NH_ = c.n_head;
     HS_ = c.n_embd / c.n_head;
@@ -74,7 +77,7 @@ class Engine::Impl {
       v_.push_back(at::zeros({S_, NH_, T_, HS_}, opts));
     }
     slot_of_.assign(S_, nullptr);
-    row_linear_ = device_.is_cpu() && dtype == at::kFloat && RowLinearAvailable();
+    row_linear_ = RowPath(model_, device_);
     PackWeights();
     CalibrateRowCounts();
     thread_ = std::thread([this] { Loop(); });
@@ -94,7 +97,7 @@ class Engine::Impl {
     // Under mu_, so that the engine's thread, which looks the request up after the scheduler
     // admitted it, finds it.
     std::lock_guard lock(mu_);
-    absl::StatusOr<int64_t> id = scheduler_.Enqueue(static_cast<int64_t>(r->params.prompt.size()));
+    absl::StatusOr<int64_t> id = scheduler_.Enqueue(r->params.prompt);
     if (!id.ok()) return id.status();
     r->id = *id;
     requests_[r->id] = r;
@@ -112,6 +115,10 @@ class Engine::Impl {
   int64_t max_context() const { return T_; }
 
  private:
+  // Whether the dense layers run through RowLinear and attention through DecodeAttention.
+  static bool RowPath(const GPT& model, c10::Device device) {
+    return device.is_cpu() && model->transformer->wte->weight.scalar_type() == at::kFloat && RowLinearAvailable();
+  }
   static int64_t ServingContext(const GPTConfig& c, const EngineOptions& o) {
     return o.max_context > 0 ? std::min(o.max_context, c.n_positions) : c.n_positions;
   }
@@ -152,16 +159,22 @@ class Engine::Impl {
       std::vector<Segment> segments;
       for (const Chunk& c : plan.prefill) {
         std::shared_ptr<Request> r = Lookup(c.id);
-        if (c.start == 0) {  // admitted
+        if (c.first) {  // admitted
           r->slot = c.slot;
           slot_of_[c.slot] = r;
           ++active_;
+          if (opts_.on_admit) opts_.on_admit(static_cast<int64_t>(r->params.prompt.size()), c.start);
         }
         segments.push_back({r, c.start, c.count, c.last, false});
       }
       for (int64_t s : plan.decode)
         if (slot_of_[s]) segments.push_back({slot_of_[s], slot_of_[s]->len, 1, true, true});
-      if (!segments.empty()) Step(plan.prefill.empty() ? "decode" : "prefill", segments, [&] { Forward(segments); });
+      if (!segments.empty()) {
+        Step(plan.prefill.empty() ? "decode" : "prefill", segments, [&] {
+          CopyPrefixes(plan.copies);
+          Forward(segments);
+        });
+      }
       PublishStats();
     }
     // Shutting down: every request still here ends.
@@ -192,9 +205,22 @@ class Engine::Impl {
     }
     ++faults_;
     const std::string error = "the engine's " + std::string(step) + " step failed: " + what;
-    for (const Segment& g : segments)
-      if (!g.r->ended) Finish(*g.r, {-1, 0, FinishReason::kError, error});
+    for (const Segment& g : segments) {
+      if (g.r->ended) continue;  // its rows were complete when it ended
+      g.r->cache_valid = false;  // its slot may hold rows the step left half written
+      Finish(*g.r, {-1, 0, FinishReason::kError, error});
+    }
     if (opts_.on_fault) opts_.on_fault(step, what);
+  }
+
+  // Reused prompt prefixes: every layer's K and V rows, slot to slot.
+  void CopyPrefixes(const std::vector<PrefixCopy>& copies) {
+    for (const PrefixCopy& c : copies) {
+      for (size_t l = 0; l < k_.size(); ++l) {
+        k_[l][c.to].narrow(1, 0, c.count).copy_(k_[l][c.from].narrow(1, 0, c.count));
+        v_[l][c.to].narrow(1, 0, c.count).copy_(v_[l][c.from].narrow(1, 0, c.count));
+      }
+    }
   }
 
   // One iteration's rows through the model: every segment's tokens (a prompt chunk, or a decoding
@@ -368,7 +394,7 @@ class Engine::Impl {
       --active_;
     }
     r.slot = -1;
-    scheduler_.Release(r.id);
+    scheduler_.Release(r.id, r.cache_valid);
     std::lock_guard lock(mu_);
     requests_.erase(r.id);
   }
@@ -384,6 +410,8 @@ class Engine::Impl {
     stats_.decode_steps = decode_steps_;
     stats_.prefills = prefills_;
     stats_.faults = faults_;
+    stats_.prompt_tokens = scheduler_.prompt_tokens();
+    stats_.prefix_hit_tokens = scheduler_.prefix_hit_tokens();
     stats_.kv_cache_usage = static_cast<double>(used) / static_cast<double>(S_ * T_);
   }
 

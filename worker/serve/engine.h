@@ -75,9 +75,14 @@ struct EngineOptions {
   // the tied embedding / LM head) is rounded to it at load; decode steps on a CPU read it in that
   // format (RowLinear), prefill and the other devices compute with the values it stands for.
   std::string weights = "fp32";
+  // Reuse the KV rows of prompt prefixes already computed (scheduler.h): a hit changes no result.
+  bool prefix_caching = true;
   // Called on the engine's thread when a step fails ("prefill" or "decode", and why): the step's
   // requests have ended with kError and the engine goes on with the next one.
   std::function<void(std::string_view step, std::string_view what)> on_fault;
+  // Called on the engine's thread as each request is admitted: its prompt's tokens and how many of
+  // them a cached prefix gave (the rest are computed).
+  std::function<void(int64_t prompt_tokens, int64_t reused)> on_admit;
   // Tests: called before each step; what it throws is a fault of that step.
   std::function<void(std::string_view step)> before_step;
 };
@@ -87,6 +92,8 @@ struct EngineStats {
   int64_t decode_steps = 0;
   int64_t prefills = 0;       // prefill batches run (each of one or more prompts)
   int64_t faults = 0;         // steps that failed (their requests ended with kError)
+  int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
+  int64_t prefix_hit_tokens = 0;  // of them, reused from a cached prefix instead of computed
   double kv_cache_usage = 0;  // used token positions / all token positions
 };
 

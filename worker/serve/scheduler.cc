@@ -11,7 +11,8 @@ Scheduler::Scheduler(const SchedulerLimits& limits) : limits_(limits), slot_(lim
   for (int64_t s = 0; s < limits.slots; ++s) free_[s] = limits.slots - 1 - s;  // slot 0 first
 }
 
-absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) {
+absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt) {
+  const auto n = static_cast<int64_t>(prompt.size());
   int64_t id = 0;
   {
     std::lock_guard lock(mu_);
@@ -20,10 +21,28 @@ absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) {
           absl::StrCat("the queue is full (", limits_.max_queue, " requests waiting); retry later"));
     }
     id = ++next_id_;
-    queue_.push_back({id, std::max<int64_t>(1, prompt_tokens)});
+    queue_.push_back({id, std::max<int64_t>(1, n), std::move(prompt)});
   }
   cv_.notify_all();
   return id;
+}
+
+absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) {
+  absl::StatusOr<int64_t> id = Enqueue(std::vector<int32_t>{});
+  if (id.ok()) {
+    std::lock_guard lock(mu_);
+    queue_.back().prompt_tokens = std::max<int64_t>(1, prompt_tokens);
+  }
+  return id;
+}
+
+int64_t Scheduler::Reusable(const std::vector<int32_t>& held, int64_t cached,
+                            const std::vector<int32_t>& prompt) const {
+  // At most the prompt less its last token, which must be computed for the first token.
+  const int64_t limit = std::min<int64_t>(cached, static_cast<int64_t>(prompt.size()) - 1);
+  int64_t n = 0;
+  while (n < limit && held[n] == prompt[n]) ++n;
+  return n / limits_.prefix_granularity * limits_.prefix_granularity;
 }
 
 void Scheduler::Cancel(int64_t id) {
@@ -50,7 +69,9 @@ Chunk Scheduler::NextChunk(int64_t s) const {
 }
 
 void Scheduler::Free(int64_t s) {
-  slot_[s] = Slot{};
+  // The cache keeps the request's computed prompt rows for a later request to reuse.
+  slot_[s].cached = std::min(slot_[s].computed, static_cast<int64_t>(slot_[s].prompt.size()));
+  slot_[s].id = 0;
   free_.push_back(s);
   --running_;
 }
@@ -93,6 +114,10 @@ IterationPlan Scheduler::Next() {
   // chunk is at most the budget, so the first always does.
   std::sort(prefilling.begin(), prefilling.end(),
             [&](int64_t a, int64_t b) { return slot_[a].admitted < slot_[b].admitted; });
+  // Rows each running slot holds before this iteration (copy sources must not be computing them now).
+  std::vector<int64_t> ready(limits_.slots, 0);
+  for (int64_t s = 0; s < limits_.slots; ++s)
+    if (slot_[s].id != 0) ready[s] = std::min<int64_t>(slot_[s].computed, static_cast<int64_t>(slot_[s].prompt.size()));
   int64_t tokens = 0;
   auto take = [&](int64_t s) {
     const Chunk c = NextChunk(s);
@@ -110,25 +135,63 @@ IterationPlan Scheduler::Next() {
     }
   }
   while (!full && !free_.empty() && !queue_.empty()) {
-    const Waiting w = queue_.front();
-    const int64_t s = free_.back();
-    slot_[s] = {w.id, w.prompt_tokens, 0, ++admissions_};
+    const Waiting& w = queue_.front();
+    // The free slot to take (the one holding the longest prefix of the prompt, else the next
+    // free one), and a running slot to copy a longer prefix from.
+    auto pick = free_.end() - 1;
+    int64_t reuse = 0, copy_from = -1;
+    if (limits_.prefix_caching && !w.prompt.empty()) {
+      for (auto it = free_.begin(); it != free_.end(); ++it) {
+        const int64_t n = Reusable(slot_[*it].prompt, slot_[*it].cached, w.prompt);
+        if (n > reuse || (n == reuse && n > 0 && it > pick)) {
+          reuse = n;
+          pick = it;
+        }
+      }
+      for (int64_t s = 0; s < limits_.slots; ++s) {
+        if (slot_[s].id == 0) continue;
+        const int64_t n = Reusable(slot_[s].prompt, ready[s], w.prompt);
+        if (n > reuse) {
+          reuse = n;
+          copy_from = s;
+        }
+      }
+    }
+    const int64_t s = *pick;
+    Slot saved = std::move(slot_[s]);
+    slot_[s] = {w.id, w.prompt_tokens, reuse, ++admissions_, w.prompt, 0};
+    const size_t before = plan.prefill.size();
     if (!take(s)) {  // waits in the queue
-      slot_[s] = Slot{};
+      slot_[s] = std::move(saved);
       break;
     }
-    free_.pop_back();
+    plan.prefill[before].first = true;
+    if (copy_from >= 0) plan.copies.push_back({copy_from, s, reuse});
+    hit_tokens_ += reuse;
+    prompt_tokens_ += w.prompt_tokens;
+    free_.erase(pick);
     ++running_;
     queue_.pop_front();
   }
   return plan;
 }
 
-void Scheduler::Release(int64_t id) {
+int64_t Scheduler::prefix_hit_tokens() const {
+  std::lock_guard lock(mu_);
+  return hit_tokens_;
+}
+
+int64_t Scheduler::prompt_tokens() const {
+  std::lock_guard lock(mu_);
+  return prompt_tokens_;
+}
+
+void Scheduler::Release(int64_t id, bool cache_valid) {
   std::lock_guard lock(mu_);
   for (int64_t s = 0; s < limits_.slots; ++s) {
     if (slot_[s].id == id) {
       Free(s);
+      if (!cache_valid) slot_[s].cached = 0;
       return;
     }
   }

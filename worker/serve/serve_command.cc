@@ -34,6 +34,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   eo.device = o.device;
   eo.on_fault =
       metrics.FaultHandler([](const std::string& line) { std::cerr << "gpt2-worker: " << line << std::endl; });
+  eo.on_admit = metrics.AdmitHandler();
   absl::StatusOr<std::unique_ptr<Replica>> replica = Replica::Start(o.model_dir, o.job_id, eo);
   if (!replica.ok()) return Fail(std::string(replica.status().message()));
 

@@ -32,7 +32,11 @@ GenerateMetrics::GenerateMetrics(prometheus::Registry& reg)
                   .Help("Tokens processed, by kind: prompt or completion.")
                   .Register(reg)),
       prompt_tokens_(tokens_.Add({{"kind", "prompt"}})),
-      completion_tokens_(tokens_.Add({{"kind", "completion"}})) {}
+      completion_tokens_(tokens_.Add({{"kind", "completion"}})) {
+  // Exported at 0 from the start, so that rate() sees the first successful requests (a series
+  // born with its first increment has no earlier sample to rise from).
+  requests_.Add({{"code", "OK"}});
+}
 
 ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
     : GenerateMetrics(*r),
@@ -51,7 +55,13 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
       faults_(prometheus::BuildCounter()
                   .Name("gpt2_serve_engine_faults_total")
                   .Help("Engine steps that failed, by step (prefill, decode); their requests ended with INTERNAL.")
-                  .Register(*r)) {
+                  .Register(*r)),
+      prefix_(prometheus::BuildCounter()
+                  .Name("gpt2_serve_prefix_cache_tokens_total")
+                  .Help("Prompt tokens admitted, by result: hit (KV rows reused from a cached prefix), miss (computed).")
+                  .Register(*r)),
+      prefix_hit_(prefix_.Add({{"result", "hit"}})),
+      prefix_miss_(prefix_.Add({{"result", "miss"}})) {
   for (const char* step : {"prefill", "decode"}) faults_.Add({{"step", step}});  // exported at 0 from the start
 }
 
@@ -76,6 +86,15 @@ void ServeMetrics::Serving(const std::string& deployment) {
   if (serving_ && *serving_ != deployment) deployment_info_.Remove(&deployment_info_.Add({{"deployment", *serving_}}));
   deployment_info_.Add({{"deployment", deployment}}).Set(1);
   serving_ = deployment;
+}
+
+void ServeMetrics::PrefixCache(int64_t prompt_tokens, int64_t reused) {
+  prefix_hit_.Increment(static_cast<double>(reused));
+  prefix_miss_.Increment(static_cast<double>(prompt_tokens - reused));
+}
+
+std::function<void(int64_t, int64_t)> ServeMetrics::AdmitHandler() {
+  return [this](int64_t prompt_tokens, int64_t reused) { PrefixCache(prompt_tokens, reused); };
 }
 
 void ServeMetrics::EngineFault(std::string_view step) { faults_.Add({{"step", std::string(step)}}).Increment(); }

@@ -49,6 +49,10 @@ class ServeMetrics : public GenerateMetrics {
   void NotServing();
   // An engine step that failed (its requests ended with INTERNAL): gpt2_serve_engine_faults_total{step}.
   void EngineFault(std::string_view step);
+  // Prompt tokens admitted, by whether a cached prefix gave them (gpt2_serve_prefix_cache_tokens_total
+  // {result="hit"|"miss"}); AdmitHandler() is the engine's on_admit.
+  void PrefixCache(int64_t prompt_tokens, int64_t reused);
+  std::function<void(int64_t, int64_t)> AdmitHandler();
   // The engine's fault handler: counts the fault and logs it with `log`.
   std::function<void(std::string_view, std::string_view)> FaultHandler(std::function<void(const std::string&)> log);
 
@@ -57,6 +61,8 @@ class ServeMetrics : public GenerateMetrics {
   prometheus::Family<prometheus::Counter>& loads_;
   prometheus::Family<prometheus::Gauge>& deployment_info_;
   prometheus::Family<prometheus::Counter>& faults_;
+  prometheus::Family<prometheus::Counter>& prefix_;
+  prometheus::Counter &prefix_hit_, &prefix_miss_;
   std::mutex mu_;
   std::optional<std::string> serving_;  // the deployment_info_ series that exists
 };
