@@ -12,6 +12,7 @@
 #include "worker/data/prep_command.h"
 #include "worker/offline_commands.h"
 #include "worker/serve/serve_command.h"
+#include "worker/serve/weight_format.h"
 #include "worker/tokenizer/tokenize_command.h"
 #include "worker/tokenizer/tokenizer.h"
 #include "worker/train_command.h"
@@ -65,7 +66,7 @@ void AddEngineFlags(CLI::App* cmd, gpt2::EngineOptions& eo, const std::string& w
                   when + "weight format: fp32, bf16 (half the bytes), int8 (a quarter; a scale per row) or w8a8 "
                          "(int8 weights and activations)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8", "w8a8"}));
+      ->check(CLI::IsMember(gpt2::WeightFormatNames()));
 }
 
 }  // namespace
@@ -106,7 +107,7 @@ int main(int argc, char** argv) {
   sample_cmd->add_flag("--json", sample.json, "Print one JSON object (text, tokens, logprobs, finish_reason)");
   sample_cmd->add_option("--weights", sample.weights, "Weight format: fp32, bf16, int8 or w8a8 (as `serve --weights`)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16", "int8", "w8a8"}));
+      ->check(CLI::IsMember(gpt2::WeightFormatNames()));
 
   gpt2::InitOptions init;
   CLI::App* init_cmd = app.add_subcommand("init", "Write a freshly initialised GPT-2 as a checkpoint directory");

@@ -11,8 +11,7 @@ Scheduler::Scheduler(const SchedulerLimits& limits) : limits_(limits), slot_(lim
   for (int64_t s = 0; s < limits.slots; ++s) free_[s] = limits.slots - 1 - s;  // slot 0 first
 }
 
-absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt) {
-  const auto n = static_cast<int64_t>(prompt.size());
+absl::StatusOr<int64_t> Scheduler::Push(int64_t prompt_tokens, std::vector<int32_t> prompt) {
   int64_t id = 0;
   {
     std::lock_guard lock(mu_);
@@ -21,20 +20,18 @@ absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt) {
           absl::StrCat("the queue is full (", limits_.max_queue, " requests waiting); retry later"));
     }
     id = ++next_id_;
-    queue_.push_back({id, std::max<int64_t>(1, n), std::move(prompt)});
+    queue_.push_back({id, std::max<int64_t>(1, prompt_tokens), std::move(prompt)});
   }
   cv_.notify_all();
   return id;
 }
 
-absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) {
-  absl::StatusOr<int64_t> id = Enqueue(std::vector<int32_t>{});
-  if (id.ok()) {
-    std::lock_guard lock(mu_);
-    queue_.back().prompt_tokens = std::max<int64_t>(1, prompt_tokens);
-  }
-  return id;
+absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt) {
+  const auto n = static_cast<int64_t>(prompt.size());
+  return Push(n, std::move(prompt));
 }
+
+absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) { return Push(prompt_tokens, {}); }
 
 int64_t Scheduler::Reusable(const std::vector<int32_t>& held, int64_t cached,
                             const std::vector<int32_t>& prompt) const {

@@ -113,6 +113,8 @@ class Scheduler {
   };
   // How many of `prompt`'s first tokens a slot holding rows [0, cached) of `held` can give.
   int64_t Reusable(const std::vector<int32_t>& held, int64_t cached, const std::vector<int32_t>& prompt) const;
+  // Queues a request (one lock, so its id and entry are one step).
+  absl::StatusOr<int64_t> Push(int64_t prompt_tokens, std::vector<int32_t> prompt);
   // The next chunk of the request in `slot` (its prompt not yet complete).
   Chunk NextChunk(int64_t slot) const;
   void Free(int64_t slot);

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,9 @@ namespace gpt2 {
 // way as it enters a layer: the dot products are exact int32 sums of int8 products, four times the
 // arithmetic per instruction of fp32 where the CPU has VNNI).
 enum class WeightFormat { kFp32, kBf16, kInt8, kW8A8 };
+
+// Every format's name, for flags' choices.
+inline std::vector<std::string> WeightFormatNames() { return {"fp32", "bf16", "int8", "w8a8"}; }
 
 inline absl::StatusOr<WeightFormat> ParseWeightFormat(std::string_view name) {
   if (name == "fp32") return WeightFormat::kFp32;
