@@ -140,11 +140,13 @@ int Complete(Client& client, const v1::GenerateRequest& request, std::unique_ptr
     std::cout << ToJson(response, /*pretty=*/true) << std::endl;
     return kExitOk;
   }
-  std::cout << response.text() << "\n" << std::flush;
+  if (response.choices_size() == 0) return client.Fail(grpc::Status(grpc::StatusCode::INTERNAL, "no choice in the reply"));
+  const v1::Choice& choice = response.choices(0);  // gpt2ctl asks for one
+  std::cout << choice.text() << "\n" << std::flush;
   double sum = 0;
-  for (float lp : response.logprobs()) sum += lp;
-  std::cerr << FormatGenerateSummary(response.finish_reason(), response.usage(), response.model(),
-                                     Mean(sum, response.logprobs_size()))
+  for (float lp : choice.logprobs()) sum += lp;
+  std::cerr << FormatGenerateSummary(choice.finish_reason(), response.usage(), response.model(),
+                                     Mean(sum, choice.logprobs_size()))
             << "\n";
   return kExitOk;
 }

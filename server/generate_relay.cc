@@ -48,7 +48,7 @@ grpc::Status GenerateRelay::Measured(grpc::ServerContext* ctx, const char* metho
   const auto arrived = std::chrono::steady_clock::now();
   grpc::Status result = guard_(ctx, method, std::forward<Fn>(fn));
   metrics_.Duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - arrived).count());
-  metrics_.Request(absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
+  metrics_.Request(ApiOf(*ctx), absl::StatusCodeToString(static_cast<absl::StatusCode>(result.error_code())));
   return result;
 }
 
@@ -58,6 +58,7 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
   if (!route.ok()) return route.status();
   grpc::ClientContext out;
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
+  out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
   grpc::Status status;
   {
     CancelLink link(ctx, &out);

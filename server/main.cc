@@ -11,7 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/client_channel.h"
+#include "common/grpc_status.h"
 #include "common/http_server.h"
+#include "common/openai_server.h"
 #include "common/server_credentials.h"
 #include "server/coordinator.h"
 #include "server/generate_relay.h"
@@ -34,11 +36,18 @@ int main(int argc, char** argv) {
       "and keeps their history."};
   std::string listen = "0.0.0.0:50051", http_listen = "0.0.0.0:9400", db_path = "gpt2d.db";
   std::string auth_token_file, cluster_token_file, rendezvous_ports = "29500-29999";
+  std::string openai_listen = ":8000", vocab;
   gpt2::ServerTlsOptions tls;
   gpt2::CoordinatorOptions opts;
   double heartbeat_interval = 1, heartbeat_timeout = 10, recovery_grace = 20;
   app.add_option("--listen", listen, "gRPC address (host:port)")->capture_default_str();
   app.add_option("--http-listen", http_listen, "HTTP address for /metrics and /healthz")->capture_default_str();
+  app.add_option("--openai-listen", openai_listen,
+                 "HTTP address of the OpenAI-compatible API (/v1/completions, /v1/models); empty turns it off")
+      ->capture_default_str();
+  app.add_option("--vocab", vocab,
+                 "GPT-2 vocabulary for the OpenAI API's token texts and /tokenize (default: $GPT2_VOCAB, then "
+                 "assets/gpt2.tiktoken)");
   app.add_option("--db", db_path, "SQLite database (created when missing)")->capture_default_str();
   app.add_option("--checkpoint-root", opts.checkpoint_root,
                  "Where jobs without checkpoint.dir write their checkpoints (<root>/<job id>); must be shared "
@@ -133,13 +142,46 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<gpt2::HttpServer>> http =
       gpt2::HttpServer::Start(http_listen, metrics.registry(), [] { return std::string(); });
   if (!http.ok()) return Fail(std::string(http.status().message()));
+  std::unique_ptr<gpt2::openai::Server> openai;
+  if (!openai_listen.empty()) {
+    absl::StatusOr<gpt2::Tokenizer> tokenizer = gpt2::LoadTokenizer(vocab);
+    if (!tokenizer.ok()) return Fail(absl::StrCat("--openai-listen needs the vocabulary: ", tokenizer.status().message()));
+    gpt2::openai::ServerOptions o;
+    o.listen = openai_listen;
+    o.token = auth_token;
+    o.channel = server->InProcessChannel(grpc::ChannelArguments());
+    o.tokenizer = std::make_shared<const gpt2::Tokenizer>(*std::move(tokenizer));
+    o.refused = [&generate_metrics](const std::string& code) { generate_metrics.Request("openai", code); };
+    auto deployments = std::shared_ptr<gpt2d::v1::DeploymentService::Stub>(gpt2d::v1::DeploymentService::NewStub(o.channel));
+    o.models = [deployments](const std::string& authorization) -> absl::StatusOr<std::vector<gpt2::openai::ModelInfo>> {
+      grpc::ClientContext ctx;
+      if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
+      gpt2d::v1::ListDeploymentsResponse list;
+      grpc::Status st = deployments->ListDeployments(&ctx, gpt2d::v1::ListDeploymentsRequest(), &list);
+      if (!st.ok()) return gpt2::FromGrpcStatus(st);
+      std::vector<gpt2::openai::ModelInfo> models;
+      for (const gpt2d::v1::Deployment& d : list.deployments()) {
+        gpt2::openai::ModelInfo m{d.name(), d.created_at().seconds(), d.follow_job(), d.checkpoint(), d.serving_step()};
+        if (d.name() == "default")
+          models.insert(models.begin(), m);  // the one a request without a model gets
+        else
+          models.push_back(m);
+      }
+      return models;
+    };
+    absl::StatusOr<std::unique_ptr<gpt2::openai::Server>> started = gpt2::openai::Server::Start(std::move(o));
+    if (!started.ok()) return Fail(std::string(started.status().message()));
+    openai = *std::move(started);
+  }
   std::cerr << "gpt2d: listening on " << listen << " (gRPC" << (tls.cert_file.empty() ? "" : ", TLS")
-            << (auth_token.empty() ? "" : ", token auth") << "), HTTP on " << http_listen << ", database " << db_path
+            << (auth_token.empty() ? "" : ", token auth") << "), HTTP on " << http_listen << (openai ? absl::StrCat(", OpenAI API on port ", openai->port()) : std::string())
+            << ", database " << db_path
             << std::endl;
 
   int sig = 0;
   sigwait(&signals, &sig);
   std::cerr << "gpt2d: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down" << std::endl;
+  openai.reset();  // its calls are cancelled before the gRPC server stops
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }

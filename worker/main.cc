@@ -197,6 +197,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--device", serve.device, "cpu or cuda:N")->capture_default_str();
   AddEngineFlags(serve_cmd, serve.engine, "");
+  serve_cmd
+      ->add_option("--openai-listen", serve.openai_listen,
+                   "HTTP address of the OpenAI-compatible API (/v1/completions, /v1/models), e.g. :8000; empty: none")
+      ->capture_default_str();
+  serve_cmd->add_option("--served-model-name", serve.served_model_name, "The model's id in the OpenAI API")
+      ->capture_default_str();
   serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
   serve_cmd->add_option(
       "--follow", serve.follow_dir,

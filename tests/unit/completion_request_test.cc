@@ -80,7 +80,18 @@ TEST_F(CompletionRequestTest, RefusalsNameTheApisField) {
             "sampling.temperature: must be a finite number >= 0, got -1");
   EXPECT_EQ(Refusal(with([](auto& r) { r.top_k = -2; })), "sampling.top_k: must be >= 0, got -2");
   EXPECT_EQ(Refusal(with([](auto& r) { r.top_p = 1.5; })), "sampling.top_p: must be in (0, 1], got 1.5");
-  EXPECT_EQ(Refusal(with([](auto& r) { r.max_tokens = 0; })), "sampling.max_tokens: must be > 0, got 0");
+  EXPECT_EQ(Refusal(with([](auto& r) { r.max_tokens = 0; })),
+            "sampling.max_tokens: must be > 0 (0 only with echo: the prompt alone), got 0");
+  EXPECT_EQ(Refusal(with([](auto& r) { r.n = 17; })), "n: must be in [1, 16], got 17");
+  EXPECT_EQ(Refusal(with([](auto& r) { r.min_tokens = 20; })),
+            "sampling.min_tokens: must be in [0, max_tokens = 16], got 20");
+  EXPECT_EQ(Refusal(with([](auto& r) { r.stop_token_ids = {5, 50257}; })),
+            "sampling.stop_token_ids[1]: 50257 is not a token id (0..50256)");
+  EXPECT_EQ(Refusal(with([](auto& r) {
+              r.logprobs = true;
+              r.top_logprobs = 21;
+            })),
+            "sampling.top_logprobs: must be in [0, 20], got 21");
   EXPECT_EQ(Refusal(with([](auto& r) { r.max_tokens = 1024; })),
             "sampling.max_tokens: the prompt (1 tokens) plus 1024 new tokens exceed the context of 1024 of the model");
   EXPECT_EQ(Refusal(with([](auto& r) { r.max_tokens = 200; }), /*max_context=*/128),
@@ -92,10 +103,45 @@ TEST_F(CompletionRequestTest, RefusalsNameTheApisField) {
   CompletionRequest ids;
   ids.prompt_tokens = std::vector<int32_t>{464, 50257};
   EXPECT_EQ(Refusal(ids), "prompt_tokens[1]: 50257 is not a token id (0..50256)");
-  // Another API's names.
-  ApiFields openai{"prompt", "prompt", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop"};
+  // The OpenAI API's names: its `logprobs` is the number of alternatives.
   CompletionRequest r = with([](auto& r) { r.top_p = 0; });
-  EXPECT_EQ(ToCompletion(r, openai, *tok_, GPTConfig{}, 0).status().message(), "top_p: must be in (0, 1], got 0");
+  EXPECT_EQ(ToCompletion(r, OpenAiApiFields(), *tok_, GPTConfig{}, 0).status().message(),
+            "top_p: must be in (0, 1], got 0");
+  r = with([](auto& r) {
+    r.logprobs = true;
+    r.top_logprobs = 30;
+  });
+  EXPECT_EQ(ToCompletion(r, OpenAiApiFields(), *tok_, GPTConfig{}, 0).status().message(),
+            "logprobs: must be in [0, 20], got 30");
+}
+
+TEST_F(CompletionRequestTest, EchoScoresThePromptAndNAsksForChoices) {
+  CompletionRequest r;
+  r.prompt = "Hello, world";
+  r.echo = r.logprobs = true;
+  r.max_tokens = 0;  // only with echo: the prompt's log-likelihood
+  r.n = 3;
+  absl::StatusOr<Completion> c = To(r);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->echo && c->params.prompt_logprobs);
+  EXPECT_EQ(c->params.max_tokens, 0);
+  EXPECT_EQ(c->n, 3);
+  r.logprobs = false;  // echo alone returns the text: no scores computed unless max_tokens is 0
+  r.max_tokens = 4;
+  c = To(r);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->params.prompt_logprobs);
+  r.echo = false;
+  r.logprobs = true;
+  r.top_logprobs = 5;
+  r.min_tokens = 2;
+  r.stop_token_ids = {198};
+  c = To(r);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->params.prompt_logprobs);
+  EXPECT_EQ(c->params.top_logprobs, 5);
+  EXPECT_EQ(c->params.min_tokens, 2);
+  EXPECT_EQ(c->params.stop_token_ids, (std::vector<int32_t>{198}));
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ struct Collector {
   std::condition_variable cv;
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
+  std::vector<std::vector<std::pair<int32_t, float>>> tops;
+  std::vector<TokenEvent> prompt;  // prompt_logprobs' events
   FinishReason finish = FinishReason::kNone;
   std::string error;
   size_t hold_at = 0;
@@ -38,9 +40,16 @@ struct Collector {
   Engine::Callback Callback() {
     return [this](const TokenEvent& e) {
       std::unique_lock lock(mu);
+      if (e.prompt) {
+        EXPECT_TRUE(tokens.empty()) << "a prompt event after a generated token";
+        EXPECT_EQ(e.finish, FinishReason::kNone);
+        prompt.push_back(e);
+        return;
+      }
       if (e.token >= 0) {
         tokens.push_back(e.token);
         logprobs.push_back(e.logprob);
+        tops.push_back(e.top);
       }
       finish = e.finish;
       error = e.error;
@@ -288,6 +297,113 @@ TEST_F(EngineTest, GreedyTokensAreTheArgmaxOfAFullForward) {
       ids.push_back(c.tokens[i]);
     }
   }
+}
+
+// Prompt log-probabilities (how a harness scores a continuation) are those of a plain full forward,
+// with the alternatives its top-k gives, and never depend on chunking or on what else runs.
+TEST_F(EngineTest, PromptLogprobsAreThoseOfAFullForwardWhateverTheBatch) {
+  absl::StatusOr<GPT> model = LoadHfModel(*dir_);
+  ASSERT_TRUE(model.ok());
+  GenerationParams p;
+  std::mt19937 rng(11);
+  for (int t = 0; t < 30; ++t) p.prompt.push_back(static_cast<int32_t>(rng() % 50257));
+  p.prompt_logprobs = true;
+  p.top_logprobs = 3;
+  p.temperature = 0;
+  p.ignore_eos = true;
+  auto run = [&](int64_t budget, bool traffic, int64_t max_tokens) {
+    EngineOptions o;
+    o.max_prefill_tokens = budget;
+    auto engine = Make(16, 64, o);
+    std::vector<std::unique_ptr<Collector>> others;
+    if (traffic) {  // requests already decoding, and a prompt sharing this one's prefix
+      for (GenerationParams q : Requests()) {
+        q.max_tokens = 20;
+        others.push_back(std::make_unique<Collector>());
+        EXPECT_TRUE(engine->Submit(q, others.back()->Callback()).ok());
+      }
+      GenerationParams prefix = p;
+      prefix.prompt_logprobs = false;
+      prefix.max_tokens = 4;
+      others.push_back(std::make_unique<Collector>());
+      EXPECT_TRUE(engine->Submit(prefix, others.back()->Callback()).ok());
+      others.front()->WaitForTokens(2);
+    }
+    GenerationParams q = p;
+    q.max_tokens = max_tokens;
+    Collector c;
+    EXPECT_TRUE(engine->Submit(q, c.Callback()).ok());
+    c.Wait();
+    for (auto& o : others) o->Wait();
+    return std::make_pair(std::move(c.prompt), c.tokens);
+  };
+  auto [alone, alone_tokens] = run(512, false, 2);
+  ASSERT_EQ(alone.size(), p.prompt.size() - 1);
+  torch::InferenceMode inference;
+  std::vector<int64_t> ids(p.prompt.begin(), p.prompt.end());
+  at::Tensor logp =
+      torch::log_softmax((*model)->forward(torch::tensor(ids).view({1, -1}))[0].slice(1, 0, 50257), 1);  // (T,V)
+  for (size_t i = 0; i < alone.size(); ++i) {
+    EXPECT_EQ(alone[i].token, p.prompt[i + 1]);
+    EXPECT_NEAR(alone[i].logprob, logp[static_cast<int64_t>(i)][p.prompt[i + 1]].item<float>(), 1e-4) << i;
+    ASSERT_EQ(alone[i].top.size(), 3u);
+    at::Tensor top = std::get<1>(logp[static_cast<int64_t>(i)].topk(3));
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(alone[i].top[k].first, top[k].item<int64_t>()) << i;
+    EXPECT_GE(alone[i].top[0].second, alone[i].top[1].second);
+  }
+  EXPECT_EQ(alone_tokens.size(), 2u);
+  for (auto [budget, traffic] : {std::pair{7, true}, std::pair{512, true}}) {
+    auto [other, other_tokens] = run(budget, traffic, 2);
+    ASSERT_EQ(other.size(), alone.size());
+    for (size_t i = 0; i < alone.size(); ++i) {
+      EXPECT_EQ(other[i].logprob, alone[i].logprob) << "budget " << budget << " position " << i;  // bit for bit
+      EXPECT_EQ(other[i].top, alone[i].top);
+    }
+    EXPECT_EQ(other_tokens, alone_tokens);
+  }
+  // max_tokens 0: the prompt alone.
+  auto [scored, none] = run(512, false, 0);
+  EXPECT_EQ(scored.size(), alone.size());
+  EXPECT_TRUE(none.empty());
+}
+
+// stop_token_ids end a request without returning the token; min_tokens keeps them (and end of
+// text) from being chosen before.
+TEST_F(EngineTest, StopTokenIdsAndMinTokens) {
+  auto engine = Make();
+  GenerationParams p = Requests()[0];
+  p.max_tokens = 6;
+  p.top_logprobs = 2;
+  auto run = [&](const GenerationParams& q) {
+    Collector c;
+    EXPECT_TRUE(engine->Submit(q, c.Callback()).ok());
+    c.Wait();
+    return std::make_pair(c.tokens, c.finish);
+  };
+  Collector free_run;
+  ASSERT_TRUE(engine->Submit(p, free_run.Callback()).ok());
+  free_run.Wait();
+  const std::vector<int32_t> greedy = free_run.tokens;
+  ASSERT_EQ(greedy.size(), 6u);
+  for (const auto& top : free_run.tops) {
+    ASSERT_EQ(top.size(), 2u);
+    EXPECT_GE(top[0].second, top[1].second);
+  }
+  EXPECT_EQ(free_run.tops[0][0].first, greedy[0]);  // greedy takes the most likely
+  GenerationParams q = p;
+  q.stop_token_ids = {greedy[2]};
+  auto [stopped, why] = run(q);
+  const auto first = static_cast<size_t>(std::find(greedy.begin(), greedy.end(), greedy[2]) - greedy.begin());
+  EXPECT_EQ(stopped, std::vector<int32_t>(greedy.begin(), greedy.begin() + static_cast<std::ptrdiff_t>(first)));
+  EXPECT_EQ(why, FinishReason::kStop);
+  q.stop_token_ids = {greedy[0]};
+  q.min_tokens = 1;
+  auto [held, reason] = run(q);
+  ASSERT_FALSE(held.empty());
+  EXPECT_NE(held[0], greedy[0]);  // banned at the first position: the runner-up
+  EXPECT_EQ(held[0], free_run.tops[0][1].first);
+  q.min_tokens = 7;  // > max_tokens
+  EXPECT_EQ(engine->Submit(q, [](const TokenEvent&) {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineTest, CancelFreesTheSlotWithinAStep) {

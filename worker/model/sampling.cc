@@ -9,6 +9,7 @@
 #include <ATen/ops/sort.h>
 #include <ATen/ops/topk.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -33,11 +34,18 @@ SampledToken SampleToken(const at::Tensor& logits, int64_t vocab_size, const Sam
                          at::Generator& generator) {
   at::Tensor row = logits.slice(0, 0, vocab_size).to(at::kCPU, at::kFloat);  // (V)
   at::Tensor logprobs = at::log_softmax(row, 0);
-  auto pick = [&](int64_t id) { return SampledToken{id, logprobs[id].item<double>()}; };
+  auto pick = [&](int64_t id) {
+    return SampledToken{id, logprobs[id].item<double>(), TopLogprobs(logprobs, o.top_logprobs)};
+  };
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  if (!o.banned.empty()) {
+    row = row.clone();
+    for (int64_t t : o.banned)
+      if (t >= 0 && t < vocab_size) row[t] = neg_inf;
+  }
   if (o.temperature == 0) return pick(at::argmax(row).item<int64_t>());
 
   at::Tensor scaled = row / o.temperature;
-  const float neg_inf = -std::numeric_limits<float>::infinity();
   if (o.top_k > 0 && o.top_k < vocab_size) {
     at::Tensor kth = std::get<0>(at::topk(scaled, o.top_k)).select(0, o.top_k - 1);
     scaled = scaled.masked_fill(scaled < kth, neg_inf);
@@ -52,6 +60,21 @@ SampledToken SampleToken(const at::Tensor& logits, int64_t vocab_size, const Sam
   }
   at::Tensor probs = at::softmax(scaled, 0);
   return pick(at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>());
+}
+
+std::vector<std::pair<int64_t, double>> TopLogprobs(const at::Tensor& logprobs, int64_t k) {
+  std::vector<std::pair<int64_t, double>> top;
+  k = std::min(k, logprobs.size(0));
+  if (k <= 0) return top;
+  auto [values, ids] = at::topk(logprobs, k);
+  const at::Tensor v = values.to(at::kDouble).contiguous(), i = ids.contiguous();
+  const double* vp = v.data_ptr<double>();
+  const int64_t* ip = i.data_ptr<int64_t>();
+  for (int64_t j = 0; j < k; ++j) top.emplace_back(ip[j], vp[j]);
+  std::stable_sort(top.begin(), top.end(), [](const auto& a, const auto& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  });
+  return top;
 }
 
 }  // namespace gpt2

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -16,6 +18,8 @@ struct SamplingOptions {
   double temperature = 1.0;  // 0 = greedy (argmax)
   int64_t top_k = 0;         // 0 = all tokens
   double top_p = 1.0;        // 1 = no nucleus cut
+  int64_t top_logprobs = 0;  // also report the this many most likely tokens
+  std::vector<int64_t> banned;  // tokens that may not be chosen now (e.g. end of text before min_tokens)
 };
 
 // INVALID_ARGUMENT naming the field when a value is out of range.
@@ -26,8 +30,13 @@ at::Generator MakeGenerator(uint64_t seed);
 
 struct SampledToken {
   int64_t id;
-  double logprob;  // log p(id) under the unmodified distribution (temperature 1, no cuts)
+  double logprob;  // log p(id) under the unmodified distribution (temperature 1, no cuts, nothing banned)
+  // The options' top_logprobs most likely tokens under that distribution, most likely first.
+  std::vector<std::pair<int64_t, double>> top;
 };
+
+// The `k` most likely tokens of log-probabilities `logprobs` (V), most likely first (ties: lower id first).
+std::vector<std::pair<int64_t, double>> TopLogprobs(const at::Tensor& logprobs, int64_t k);
 
 // logits: (Vp) or (V) for one position; only the first `vocab_size` entries can be chosen.
 SampledToken SampleToken(const at::Tensor& logits, int64_t vocab_size, const SamplingOptions& options,

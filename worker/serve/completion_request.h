@@ -21,6 +21,8 @@ namespace gpt2 {
 
 // Stop sequences a request may carry.
 inline constexpr int kMaxStops = 8;
+// Completions (choices) one request may ask for.
+inline constexpr int kMaxChoices = 16;
 
 struct CompletionRequest {
   std::optional<std::string> prompt;                  // text; empty text starts a new document
@@ -33,19 +35,29 @@ struct CompletionRequest {
   std::vector<std::string> stop;                      // at most kMaxStops, none empty
   bool ignore_eos = false;
   bool logprobs = false;
+  std::optional<int64_t> top_logprobs;  // alternatives per position (with logprobs), default 0
+  std::optional<int64_t> min_tokens;    // default 0
+  std::vector<int64_t> stop_token_ids;
+  std::optional<int64_t> n;             // choices, default 1
+  bool echo = false;                    // return the prompt (and, with logprobs, its log-probabilities)
 };
 
 // How an API names each field in its errors ("sampling.temperature", "temperature", ...).
 struct ApiFields {
-  std::string prompt, prompt_tokens, temperature, top_k, top_p, seed, max_tokens, stop;
+  std::string prompt, prompt_tokens, temperature, top_k, top_p, seed, max_tokens, stop, top_logprobs, min_tokens,
+      stop_token_ids, n;
 };
-const ApiFields& GrpcApiFields();  // gpt2d.v1.GenerateRequest's
+const ApiFields& GrpcApiFields();    // gpt2d.v1.GenerateRequest's
+const ApiFields& OpenAiApiFields();  // the OpenAI-compatible /v1/completions body's
 
 // What a request asks: the engine's parameters, and what the API layer applies around them.
+// Choice i of n runs with params and seed params.seed + i.
 struct Completion {
   GenerationParams params;
   std::vector<std::string> stop;
   bool logprobs = false;
+  int64_t n = 1;
+  bool echo = false;
 };
 
 // `max_context`: the engine's serving context (Engine::max_context(); 0 = the model's).

@@ -3,6 +3,7 @@
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/log_softmax.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/zeros.h>
@@ -97,7 +98,7 @@ class Engine::Impl {
     // Under mu_, so that the engine's thread, which looks the request up after the scheduler
     // admitted it, finds it.
     std::lock_guard lock(mu_);
-    absl::StatusOr<int64_t> id = scheduler_.Enqueue(r->params.prompt);
+    absl::StatusOr<int64_t> id = scheduler_.Enqueue(r->params.prompt, /*reuse=*/!r->params.prompt_logprobs);
     if (!id.ok()) return id.status();
     r->id = *id;
     requests_[r->id] = r;
@@ -281,18 +282,30 @@ class Engine::Impl {
     };
     auto& t = model_->transformer;
     at::Tensor x = Blocks(t->wte(at::tensor(ids, at::kLong).to(device_)) + t->wpe(pos), attend);  // (m,C)
-    const auto sampled = static_cast<int64_t>(sampling.size());
-    at::Tensor logits;
-    if (sampled > 0) {
-      sampling.resize(RowsFor(head_rows_, sampled), 0);
-      logits = Head(x.index_select(0, at::tensor(sampling, at::kLong).to(device_)));  // (rows,Vp)
+    // Rows through the LM head: every sampling row, then the prompt rows whose next token's
+    // log-probability was asked for (prompt_logprobs: row p predicts prompt token p + 1).
+    std::vector<int64_t> head = sampling;
+    int64_t row = 0;
+    for (const Segment& g : segments) {
+      if (!g.decode && g.r->params.prompt_logprobs) {
+        const auto prompt_len = static_cast<int64_t>(g.r->params.prompt.size());
+        for (int64_t j = 0; j < g.count; ++j)
+          if (g.start + j + 1 < prompt_len) head.push_back(row + j);
+      }
+      row += g.count;
     }
+    const at::Tensor logits = HeadRows(x, head);  // (head.size(), Vp)
     bool prefill = false, decode = false;
-    int64_t i = 0;
+    int64_t sampled = 0, scored = static_cast<int64_t>(sampling.size());
     for (const Segment& g : segments) {
       (g.decode ? decode : prefill) = true;
       g.r->len = g.start + g.count;
-      if (g.sample) Emit(*g.r, logits[i++]);
+      if (!g.decode && g.r->params.prompt_logprobs) {
+        const auto prompt_len = static_cast<int64_t>(g.r->params.prompt.size());
+        for (int64_t j = 0; j < g.count; ++j)
+          if (g.start + j + 1 < prompt_len) ScorePrompt(*g.r, g.start + j + 1, logits[scored++]);
+      }
+      if (g.sample) Emit(*g.r, logits[sampled++]);
     }
     prefills_ += prefill;
     decode_steps_ += decode;
@@ -324,6 +337,21 @@ class Engine::Impl {
   at::Tensor Head(const at::Tensor& x) {  // (m,C) -> logits (m,Vp)
     const at::Tensor h = model_->transformer->ln_f(x), &wte = model_->transformer->wte->weight;
     return row_linear_ ? RowLinear(h, Packed(wte), {}) : torch::nn::functional::linear(h, wte);
+  }
+  // Rows `rows` of x (m,C) through the LM head, in groups of at most S_ rows each padded to a
+  // calibrated row count (so no row's logits depend on the others). Empty when `rows` is.
+  at::Tensor HeadRows(const at::Tensor& x, const std::vector<int64_t>& rows) {
+    std::vector<at::Tensor> parts;
+    for (size_t begin = 0; begin < rows.size(); begin += static_cast<size_t>(S_)) {
+      const size_t end = std::min(rows.size(), begin + static_cast<size_t>(S_));
+      std::vector<int64_t> group(rows.begin() + static_cast<std::ptrdiff_t>(begin),
+                                 rows.begin() + static_cast<std::ptrdiff_t>(end));
+      const auto n = static_cast<int64_t>(group.size());
+      group.resize(RowsFor(head_rows_, n), 0);
+      parts.push_back(Head(x.index_select(0, at::tensor(group, at::kLong).to(device_))).narrow(0, 0, n));
+    }
+    if (parts.empty()) return {};
+    return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
   }
 
   // Which row counts a batch may run at without changing any row's result. Matrix libraries pick
@@ -364,19 +392,45 @@ class Engine::Impl {
     return *std::lower_bound(counts.begin(), counts.end(), n);
   }
 
+  // Reports prompt token `i`'s log-probability, from the logits of the row before it.
+  void ScorePrompt(Request& r, int64_t i, const at::Tensor& logits) {
+    const int64_t V = model_->config().vocab_size;
+    const at::Tensor logprobs = at::log_softmax(logits.slice(0, 0, V).to(at::kCPU, at::kFloat), 0);
+    const int32_t token = r.params.prompt[i];
+    TokenEvent e{token, logprobs[token].item<float>(), FinishReason::kNone, ""};
+    for (const auto& [id, lp] : TopLogprobs(logprobs, r.params.top_logprobs))
+      e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
+    e.prompt = true;
+    r.callback(e);
+  }
+
   // Samples the request's next token from `logits` and reports it (or its end).
   void Emit(Request& r, const at::Tensor& logits) {
     const GenerationParams& p = r.params;
-    SampledToken next =
-        SampleToken(logits, model_->config().vocab_size, {p.temperature, p.top_k, p.top_p}, r.generator);
+    if (p.max_tokens == 0) {  // only the prompt's log-probabilities were asked for
+      Finish(r, {-1, 0, FinishReason::kLength, ""});
+      return;
+    }
+    SamplingOptions o{p.temperature, p.top_k, p.top_p, p.top_logprobs, {}};
+    if (r.generated < p.min_tokens) {
+      if (!p.ignore_eos) o.banned.push_back(kEndOfText);
+      o.banned.insert(o.banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
+    }
+    SampledToken next = SampleToken(logits, model_->config().vocab_size, o, r.generator);
     if (next.id == kEndOfText && !p.ignore_eos) {
       Finish(r, {-1, 0, FinishReason::kEos, ""});
+      return;
+    }
+    if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), next.id) != p.stop_token_ids.end()) {
+      Finish(r, {-1, 0, FinishReason::kStop, ""});
       return;
     }
     ++r.generated;
     r.next = static_cast<int32_t>(next.id);
     const bool last = r.generated >= p.max_tokens;
-    r.callback({r.next, static_cast<float>(next.logprob), last ? FinishReason::kLength : FinishReason::kNone, ""});
+    TokenEvent e{r.next, static_cast<float>(next.logprob), last ? FinishReason::kLength : FinishReason::kNone, ""};
+    for (const auto& [id, lp] : next.top) e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
+    r.callback(e);
     if (last) Release(r);
   }
 

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -36,6 +37,8 @@ enum class FinishReason { kNone, kLength, kEos, kStop, kCancelled, kError };
 
 // The serving APIs' one default for max_tokens (OpenAI's): gRPC's 0, gpt2ctl without --max-tokens.
 inline constexpr int64_t kDefaultMaxTokens = 16;
+// The most alternatives a request may ask for at each position (GenerationParams::top_logprobs).
+inline constexpr int64_t kMaxTopLogprobs = 20;
 
 // The engine's parameters. Their initializers are the serving APIs' one table of defaults
 // (completion_request.h applies them to whatever a request leaves out; the seed's default is a
@@ -46,8 +49,14 @@ struct GenerationParams {
   int64_t top_k = 0;            // 0 = all tokens
   double top_p = 1.0;           // 1 = no nucleus cut
   uint64_t seed = 0;
-  int64_t max_tokens = kDefaultMaxTokens;  // > 0; prompt + max_tokens <= the model's context
+  int64_t max_tokens = kDefaultMaxTokens;  // > 0 (>= 0 with prompt_logprobs); prompt + max_tokens <= the context
   bool ignore_eos = false;                 // else <|endoftext|> ends the request (it is not returned)
+  int64_t min_tokens = 0;                  // <= max_tokens: end of text and stop_token_ids are not chosen before
+  std::vector<int32_t> stop_token_ids;     // generating one ends the request (kStop; it is not returned)
+  int64_t top_logprobs = 0;                // 0..kMaxTopLogprobs alternatives on each event
+  // Events for the prompt's tokens 1.. (their log-probabilities given the tokens before) come
+  // first. Such a prompt is computed in full (it reuses no cached prefix: every row is needed).
+  bool prompt_logprobs = false;
 };
 
 // One step of a request's life, delivered on the engine's thread (keep the callback short).
@@ -56,6 +65,9 @@ struct TokenEvent {
   float logprob = 0;                          // log p(token) under the model's unmodified distribution
   FinishReason finish = FinishReason::kNone;  // set on the request's last event
   std::string error;                          // with kError
+  // With top_logprobs: the most likely tokens at this position and their log p, most likely first.
+  std::vector<std::pair<int32_t, float>> top;
+  bool prompt = false;  // a prompt token's (prompt_logprobs), not a generated one: it never finishes
 };
 
 struct EngineOptions {

@@ -11,7 +11,7 @@ Scheduler::Scheduler(const SchedulerLimits& limits) : limits_(limits), slot_(lim
   for (int64_t s = 0; s < limits.slots; ++s) free_[s] = limits.slots - 1 - s;  // slot 0 first
 }
 
-absl::StatusOr<int64_t> Scheduler::Push(int64_t prompt_tokens, std::vector<int32_t> prompt) {
+absl::StatusOr<int64_t> Scheduler::Push(int64_t prompt_tokens, std::vector<int32_t> prompt, bool reuse) {
   int64_t id = 0;
   {
     std::lock_guard lock(mu_);
@@ -20,18 +20,18 @@ absl::StatusOr<int64_t> Scheduler::Push(int64_t prompt_tokens, std::vector<int32
           absl::StrCat("the queue is full (", limits_.max_queue, " requests waiting); retry later"));
     }
     id = ++next_id_;
-    queue_.push_back({id, std::max<int64_t>(1, prompt_tokens), std::move(prompt)});
+    queue_.push_back({id, std::max<int64_t>(1, prompt_tokens), std::move(prompt), reuse});
   }
   cv_.notify_all();
   return id;
 }
 
-absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt) {
+absl::StatusOr<int64_t> Scheduler::Enqueue(std::vector<int32_t> prompt, bool reuse) {
   const auto n = static_cast<int64_t>(prompt.size());
-  return Push(n, std::move(prompt));
+  return Push(n, std::move(prompt), reuse);
 }
 
-absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) { return Push(prompt_tokens, {}); }
+absl::StatusOr<int64_t> Scheduler::Enqueue(int64_t prompt_tokens) { return Push(prompt_tokens, {}, false); }
 
 int64_t Scheduler::Reusable(const std::vector<int32_t>& held, int64_t cached,
                             const std::vector<int32_t>& prompt) const {
@@ -137,7 +137,7 @@ IterationPlan Scheduler::Next() {
     // free one), and a running slot to copy a longer prefix from.
     auto pick = free_.end() - 1;
     int64_t reuse = 0, copy_from = -1;
-    if (limits_.prefix_caching && !w.prompt.empty()) {
+    if (limits_.prefix_caching && w.reuse && !w.prompt.empty()) {
       for (auto it = free_.begin(); it != free_.end(); ++it) {
         const int64_t n = Reusable(slot_[*it].prompt, slot_[*it].cached, w.prompt);
         if (n > reuse || (n == reuse && n > 0 && it > pick)) {

@@ -75,8 +75,9 @@ class Scheduler {
   explicit Scheduler(const SchedulerLimits& limits);
 
   // Queues a request whose prompt is `prompt` (>= 1 token); returns its id (1, 2, ...), or
-  // RESOURCE_EXHAUSTED when `max_queue` requests already wait.
-  absl::StatusOr<int64_t> Enqueue(std::vector<int32_t> prompt);
+  // RESOURCE_EXHAUSTED when `max_queue` requests already wait. With `reuse` false its prompt is
+  // computed in full (its rows may still serve later requests).
+  absl::StatusOr<int64_t> Enqueue(std::vector<int32_t> prompt, bool reuse = true);
   // The same for a prompt of `prompt_tokens` tokens not known (it never shares a prefix).
   absl::StatusOr<int64_t> Enqueue(int64_t prompt_tokens);
   // The request leaves in the next plan's `cancelled` (unknown or ended ids are ignored).
@@ -103,6 +104,7 @@ class Scheduler {
   struct Waiting {
     int64_t id = 0, prompt_tokens = 0;
     std::vector<int32_t> prompt;  // empty: not known
+    bool reuse = true;            // may start from a cached prefix
   };
   struct Slot {
     int64_t id = 0;  // 0 = free
@@ -114,7 +116,7 @@ class Scheduler {
   // How many of `prompt`'s first tokens a slot holding rows [0, cached) of `held` can give.
   int64_t Reusable(const std::vector<int32_t>& held, int64_t cached, const std::vector<int32_t>& prompt) const;
   // Queues a request (one lock, so its id and entry are one step).
-  absl::StatusOr<int64_t> Push(int64_t prompt_tokens, std::vector<int32_t> prompt);
+  absl::StatusOr<int64_t> Push(int64_t prompt_tokens, std::vector<int32_t> prompt, bool reuse);
   // The next chunk of the request in `slot` (its prompt not yet complete).
   Chunk NextChunk(int64_t slot) const;
   void Free(int64_t slot);

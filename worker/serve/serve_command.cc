@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/http_server.h"
+#include "common/openai_server.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/generate_service.h"
 #include "worker/serve/replica.h"
@@ -55,10 +56,31 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return Fail("cannot listen on " + o.listen);
+  std::unique_ptr<openai::Server> openai_server;
+  if (!o.openai_listen.empty()) {
+    openai::ServerOptions oo;
+    oo.listen = o.openai_listen;
+    oo.channel = server->InProcessChannel(grpc::ChannelArguments());
+    oo.tokenizer = std::make_shared<const Tokenizer>(*tok);
+    oo.max_context = r->current().engine->max_context();
+    oo.refused = [&metrics](const std::string& code) { metrics.Request("openai", code); };
+    const auto started = std::chrono::system_clock::now();
+    oo.models = [r, name = o.served_model_name, started](const std::string&) -> absl::StatusOr<std::vector<openai::ModelInfo>> {
+      const Replica::Current cur = r->current();
+      const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(started.time_since_epoch()).count();
+      return std::vector<openai::ModelInfo>{{name, created, cur.version.job_id, cur.version.path, cur.version.step}};
+    };
+    absl::StatusOr<std::unique_ptr<openai::Server>> s = openai::Server::Start(std::move(oo));
+    if (!s.ok()) return Fail(std::string(s.status().message()));
+    openai_server = *std::move(s);
+  }
   const Replica::Current cur = (*replica)->current();
   std::cerr << "gpt2-worker: serving " << cur.version.path << " on " << o.listen << " (" << cur.engine->stats().slots
-            << " KV-cache slots of " << cur.engine->config().n_positions << " tokens)" << std::endl;
+            << " KV-cache slots of " << cur.engine->config().n_positions << " tokens)"
+            << (openai_server ? " and the OpenAI API on port " + std::to_string(openai_server->port()) : std::string())
+            << std::endl;
   while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  openai_server.reset();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }

@@ -1,5 +1,6 @@
 // `gpt2-worker serve`: one serving replica on its own (no gpt2d): GenerateService on --listen over
-// the engine, /metrics and /healthz on --http-listen. Plain C++ header.
+// the engine, the OpenAI-compatible API on --openai-listen, /metrics and /healthz on --http-listen.
+// Plain C++ header.
 #pragma once
 
 #include <atomic>
@@ -18,6 +19,8 @@ struct ServeOptions {
   std::string vocab;
   std::string job_id;      // reported as the served model's job (empty: none)
   std::string follow_dir;  // hot-load each newer step_* that appears here (a job's checkpoint dir)
+  std::string openai_listen;  // the OpenAI-compatible HTTP API (common/openai_server.h); empty: none
+  std::string served_model_name = "gpt2";  // the model's id in that API
   EngineOptions engine;    // its device is `device`
 };
 

@@ -20,7 +20,7 @@ prometheus::Gauge& Gauge(prometheus::Registry& r, const std::string& name, const
 GenerateMetrics::GenerateMetrics(prometheus::Registry& reg)
     : requests_(prometheus::BuildCounter()
                     .Name("gpt2_generate_requests_total")
-                    .Help("Generate and Complete calls by gRPC status code.")
+                    .Help("Completion requests by API (grpc, openai) and gRPC status code.")
                     .Register(reg)),
       ttft_(Latency(reg, "gpt2_generate_time_to_first_token_seconds",
                     "From arrival to the first token (queue + prefill).")),
@@ -35,7 +35,7 @@ GenerateMetrics::GenerateMetrics(prometheus::Registry& reg)
       completion_tokens_(tokens_.Add({{"kind", "completion"}})) {
   // Exported at 0 from the start, so that rate() sees the first successful requests (a series
   // born with its first increment has no earlier sample to rise from).
-  requests_.Add({{"code", "OK"}});
+  for (const char* api : {"grpc", "openai"}) requests_.Add({{"api", api}, {"code", "OK"}});
 }
 
 ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
@@ -65,7 +65,9 @@ ServeMetrics::ServeMetrics(std::shared_ptr<prometheus::Registry> r)
   for (const char* step : {"prefill", "decode"}) faults_.Add({{"step", step}});  // exported at 0 from the start
 }
 
-void GenerateMetrics::Request(const std::string& code) { requests_.Add({{"code", code}}).Increment(); }
+void GenerateMetrics::Request(const std::string& api, const std::string& code) {
+  requests_.Add({{"api", api}, {"code", code}}).Increment();
+}
 void GenerateMetrics::FirstToken(double seconds) { ttft_.Observe(seconds); }
 void GenerateMetrics::InterToken(double seconds) { itl_.Observe(seconds); }
 void GenerateMetrics::Duration(double seconds) { duration_.Observe(seconds); }

@@ -23,7 +23,8 @@ namespace gpt2 {
 class GenerateMetrics {
  public:
   explicit GenerateMetrics(prometheus::Registry& registry);
-  void Request(const std::string& code);
+  // gpt2_generate_requests_total{api="grpc"|"openai", code}.
+  void Request(const std::string& api, const std::string& code);
   void FirstToken(double seconds);
   void InterToken(double seconds);
   void Duration(double seconds);

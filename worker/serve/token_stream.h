@@ -22,24 +22,35 @@ class TokenStream {
  public:
   TokenStream() : state_(std::make_shared<State>()) {}
 
-  // For Engine::Submit.
-  Engine::Callback Callback() const {
-    return [s = state_](const TokenEvent& e) {
+  // For Engine::Submit. Several requests may share one stream, each with its own `tag`.
+  Engine::Callback Callback(int tag = 0) const {
+    return [s = state_, tag](const TokenEvent& e) {
       {
         std::lock_guard lock(s->mu);
-        s->events.push_back(e);
+        s->events.push_back({tag, e});
       }
       s->cv.notify_all();
     };
   }
 
+  struct Tagged {
+    int tag;
+    TokenEvent event;
+  };
   // The events that arrived since the last call, after waiting up to `timeout` for the first of
-  // them (empty when none came in time). The request's last event has `finish` set.
-  std::vector<TokenEvent> Next(std::chrono::milliseconds timeout) {
+  // them (empty when none came in time), with their request's tag. A request's last event has
+  // `finish` set.
+  std::vector<Tagged> NextTagged(std::chrono::milliseconds timeout) {
     std::unique_lock lock(state_->mu);
     state_->cv.wait_for(lock, timeout, [&] { return !state_->events.empty(); });
-    std::vector<TokenEvent> out;
+    std::vector<Tagged> out;
     out.swap(state_->events);
+    return out;
+  }
+  // The same, for a stream of one request.
+  std::vector<TokenEvent> Next(std::chrono::milliseconds timeout) {
+    std::vector<TokenEvent> out;
+    for (Tagged& t : NextTagged(timeout)) out.push_back(std::move(t.event));
     return out;
   }
 
@@ -57,7 +68,7 @@ class TokenStream {
   struct State {
     std::mutex mu;
     std::condition_variable cv;
-    std::vector<TokenEvent> events;
+    std::vector<Tagged> events;
   };
   std::shared_ptr<State> state_;
 };

@@ -16,8 +16,9 @@ class Service final : public gpt2d::v1::GenerateService::Service {
     std::vector<int32_t> prompt(req->prompt_tokens().begin(), req->prompt_tokens().end());
     if (prompt.empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "prompt_tokens: empty"};
     std::vector<int32_t> out = fn_(prompt, req->sampling().max_tokens());
-    for (int32_t id : out) resp->add_token_ids(id);
-    resp->set_finish_reason(gpt2d::v1::FINISH_REASON_LENGTH);
+    gpt2d::v1::Choice& choice = *resp->add_choices();
+    for (int32_t id : out) choice.add_token_ids(id);
+    choice.set_finish_reason(gpt2d::v1::FINISH_REASON_LENGTH);
     resp->mutable_usage()->set_prompt_tokens(static_cast<int32_t>(prompt.size()));
     resp->mutable_usage()->set_completion_tokens(static_cast<int32_t>(out.size()));
     return grpc::Status::OK;
@@ -67,11 +68,11 @@ absl::StatusOr<std::vector<int32_t>> CallComplete(int port, const std::vector<in
   gpt2d::v1::CompleteResponse resp;
   grpc::Status s = stub->Complete(&ctx, parsed, &resp);
   if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-  if (resp.usage().prompt_tokens() != static_cast<int32_t>(prompt.size()) ||
-      resp.usage().completion_tokens() != resp.token_ids_size()) {
+  if (resp.choices_size() != 1 || resp.usage().prompt_tokens() != static_cast<int32_t>(prompt.size()) ||
+      resp.usage().completion_tokens() != resp.choices(0).token_ids_size()) {
     return absl::InternalError("usage counts do not match");
   }
-  return std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end());
+  return std::vector<int32_t>(resp.choices(0).token_ids().begin(), resp.choices(0).token_ids().end());
 }
 
 }  // namespace gpt2::joint
