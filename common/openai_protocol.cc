@@ -328,8 +328,8 @@ namespace {
 
 json Checkpoint(const std::vector<ChoiceBuilder>& choices) {
   for (const ChoiceBuilder& c : choices)
-    if (!c.model().job_id().empty() || c.model().step() != 0)
-      return {{"job", c.model().job_id()}, {"step", c.model().step()}};
+    if (!c.model().job_id().empty() || !c.model().path().empty())
+      return {{"job", c.model().job_id()}, {"step", c.model().step()}, {"path", c.model().path()}};
   return nullptr;
 }
 

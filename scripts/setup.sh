@@ -13,15 +13,16 @@ ROOT=$(pwd)
 # gRPC 1.51, protobuf 3.21, abseil 20220623, prometheus-cpp 1.0.1, GoogleTest 1.12.1, CLI11 2.1.2,
 # SQLite 3.40, PCRE2 10.42, nlohmann-json 3.11.2, yaml-cpp 0.7, gloo headers (git20220518; the
 # compiled gloo is the one inside libtorch_cpu, see docs/collectives.md), jemalloc 5.3, cpp-httplib 0.11.4 (the /metrics and /healthz server), openssl (test
-# certificates), Prometheus 2.42 (server and promtool,
+# certificates), Boost 1.74 (header-only Beast + Asio: the OpenAI-compatible HTTP API), Prometheus 2.42 (server and promtool,
 # for tests), python3-doc 3.11 (the demo corpus), ccache, ninja.
-# kubernetes-validate (PyPI) checks deploy/k8s against the Kubernetes API schemas offline.
+# kubernetes-validate (PyPI) checks deploy/k8s against the Kubernetes API schemas offline; the
+# openai SDK and lm-eval (PyPI) are the clients the OpenAI-compatible API is tested with.
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev googletest libcli11-dev libsqlite3-dev sqlite3
   libpcre2-dev nlohmann-json3-dev libyaml-cpp-dev libssl-dev libgloo-dev libjemalloc-dev
-  libcpp-httplib-dev openssl curl
+  libcpp-httplib-dev libboost1.74-dev openssl curl
   prometheus python3-doc python3-venv
 )
 # The deployment tests (tests/deploy): Docker 20.10 (engine with BuildKit, and its client), Compose
@@ -48,6 +49,9 @@ PY_PACKAGES=(
   grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
   pytest==9.2.0 pyyaml==6.0.3 kubernetes-validate==1.37.0
 )
+# The clients the OpenAI-compatible API is tested with; not in the image (its build skips the
+# test tools).
+[[ "${GPT2D_SKIP_DEPLOY_TOOLS:-0}" == 1 ]] || PY_PACKAGES+=(openai==3.60.0 "lm-eval[api]==0.4.13")
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"

@@ -121,7 +121,7 @@ class Cluster:
         self.root = pathlib.Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db = self.root / "gpt2d.db"
-        self.port, self.http_port = free_port(), free_port()
+        self.port, self.http_port, self.openai_port = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.token = token
         self.gpt2d_args = list(gpt2d_args)
@@ -132,7 +132,8 @@ class Cluster:
 
     # ---- processes
     def start_gpt2d(self):
-        args = [GPT2D, "--listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}", "--db", self.db,
+        args = [GPT2D, "--listen", self.address, "--http-listen", f"127.0.0.1:{self.http_port}",
+                "--openai-listen", f"127.0.0.1:{self.openai_port}", "--db", self.db,
                 "--checkpoint-root", self.root / "runs", "--heartbeat-interval", "0.5", "--heartbeat-timeout", "4",
                 "--recovery-grace", "15", "--rendezvous-ports", self.rendezvous_ports(),
                 *self.gpt2d_args]

@@ -117,8 +117,8 @@ def test_deployment_validation_routing_errors_and_delete(cluster, shards, tmp_pa
     bad = cluster.ctl("generate", "Hello", "--max-tokens", "500")
     assert bad.returncode == 2 and "sampling.max_tokens" in bad.stderr
     page = cl.http_get(cluster.http_port, "/metrics")[1]  # gpt2d measures what it relays
-    assert 'gpt2_generate_requests_total{code="OK"} 2' in page
-    assert 'gpt2_generate_requests_total{code="INVALID_ARGUMENT"} 1' in page
+    assert 'gpt2_generate_requests_total{api="grpc",code="OK"} 2' in page
+    assert 'gpt2_generate_requests_total{api="grpc",code="INVALID_ARGUMENT"} 1' in page
     assert "gpt2_generate_time_to_first_token_seconds_count 2" in page
     assert 'gpt2_generate_tokens_total{kind="completion"} 9' in page
     check = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)

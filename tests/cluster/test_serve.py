@@ -148,7 +148,7 @@ def test_a_full_queue_is_refused_at_once(tmp_path):
         running.cancel()
         assert list(waiting)[-1].done
         text = cl.http_get(r.http, "/metrics")[1]
-        assert 'gpt2_generate_requests_total{code="RESOURCE_EXHAUSTED"} 1' in text
+        assert 'gpt2_generate_requests_total{api="grpc",code="RESOURCE_EXHAUSTED"} 1' in text
         p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert p.returncode == 0, p.stdout + p.stderr
     finally:
@@ -168,7 +168,7 @@ def test_bad_parameters_name_the_field(replica):
         list(replica.stub.Generate(generate_pb2.GenerateRequest(prompt_tokens=[60000]), timeout=10))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt_tokens[0]" in e.value.details()
     done = replica.stub.Complete(replica.request("Hello", temperature=0, max_tokens=4), timeout=30)
-    assert done.usage.completion_tokens == len(done.token_ids) <= 4
+    assert len(done.choices) == 1 and done.usage.completion_tokens == len(done.choices[0].token_ids) <= 4
 
 
 def test_hot_load_under_load_fails_nothing_and_reports_each_new_step(tmp_path, shards):

@@ -82,10 +82,11 @@ class Stack:
         (secrets / "grafana_admin_password").write_text(os.urandom(8).hex() + "\n")
         for f in secrets.iterdir():
             f.chmod(0o644)  # the containers' user must read them
-        self.grpc_port, self.http_port, self.prom_port = (clusterlib.free_port() for _ in range(3))
+        self.grpc_port, self.http_port, self.prom_port, self.openai_port = (clusterlib.free_port() for _ in range(4))
         self.env = dict(os.environ, COMPOSE_PROFILES="cpu", GPT2D_IMAGE=IMAGE, PROMETHEUS_IMAGE=PROMETHEUS_IMAGE,
                         GPT2D_BIND="127.0.0.1", GPT2D_GRPC_PORT=str(self.grpc_port),
-                        GPT2D_HTTP_PORT=str(self.http_port), PROMETHEUS_PORT=str(self.prom_port),
+                        GPT2D_HTTP_PORT=str(self.http_port), GPT2D_OPENAI_PORT=str(self.openai_port),
+                        PROMETHEUS_PORT=str(self.prom_port),
                         GRAFANA_PORT=str(clusterlib.free_port()), GPT2D_SECRETS_DIR=str(secrets),
                         GPT2D_DATA_DIR=str(data_dir), GPT2D_CPU_THREADS="1")
         # The API from the host, through gpt2d's published port (the cluster tests' grpcio client).

@@ -104,6 +104,18 @@ def test_generate_returns_text_from_a_checkpoint_the_job_trained(stack, job):
     assert "".join(m.get("text", "") for m in msgs), msgs
     assert done["model"]["job_id"] == job and done["model"]["path"].startswith("/var/lib/gpt2d/checkpoints/"), done
 
+    # The same completion through the OpenAI-compatible API on gpt2d's published port.
+    import urllib.request
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{stack.openai_port}/v1/completions",
+        data=json.dumps({"model": "demo", "prompt": "The Python", "max_tokens": 8, "temperature": 0,
+                         "ignore_eos": True}).encode(),
+        headers={"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = json.loads(r.read())
+    assert body["choices"][0]["text"] == "".join(m.get("text", "") for m in msgs), body
+    assert body["usage"]["completion_tokens"] == 8 and body["checkpoint"]["step"] == STEPS, body
+
 
 def series_over_the_run(stack, expr):
     r = stack.query_range(expr, stack.started, time.time())
