@@ -224,3 +224,34 @@ def test_hot_load_under_load_fails_nothing_and_reports_each_new_step(tmp_path, s
         assert mine == sorted(mine)
     assert "kept the current weights" in r.proc.output() and "step_00000040" in r.proc.output()
     assert results[-1][1] == 30
+
+
+def test_grpc_has_the_openai_apis_capabilities_n_echo_and_alternatives(replica):
+    """n choices (choice i from seed + i), the prompt echoed with its log-probabilities (the first
+    has none: NaN), and the top alternatives at every position, through grpcio."""
+    import math
+    from gpt2d.v1 import generate_pb2
+    req = generate_pb2.GenerateRequest(prompt="Hello, I'm a language model,", n=2, echo=True,
+                                       sampling=generate_pb2.SamplingParams(max_tokens=5, seed=9, logprobs=True,
+                                                                            top_logprobs=3, ignore_eos=True))
+    done = replica.stub.Complete(req, timeout=60)
+    assert [c.index for c in done.choices] == [0, 1]
+    assert done.usage.prompt_tokens == 8 and done.usage.completion_tokens == 10  # tiktoken: 8 tokens
+    for i, c in enumerate(done.choices):
+        alone = replica.stream("Hello, I'm a language model,", max_tokens=5, seed=9 + i, ignore_eos=True)
+        assert list(c.token_ids) == [t for m in alone for t in m.token_ids]
+        assert c.prompt.text == "Hello, I'm a language model," and len(c.prompt.token_ids) == 8
+        assert math.isnan(c.prompt.logprobs[0]) and len(c.prompt.logprobs) == 8
+        assert len(c.prompt.top_logprobs) == 8 and len(c.prompt.top_logprobs[0].token_ids) == 0
+        for tops, lp in zip(c.top_logprobs, c.logprobs):
+            assert len(tops.token_ids) == 3 and list(tops.logprobs) == sorted(tops.logprobs, reverse=True)
+            assert lp <= tops.logprobs[0]
+    # The prompt alone (max_tokens 0 with echo): its log-likelihood, the same in both choices' runs.
+    score = replica.stub.Complete(generate_pb2.GenerateRequest(
+        prompt="Hello, I'm a language model,", echo=True,
+        sampling=generate_pb2.SamplingParams(max_tokens=0, logprobs=True)), timeout=60)
+    assert list(score.choices[0].prompt.logprobs)[1:] == list(done.choices[0].prompt.logprobs)[1:]
+    assert score.usage.completion_tokens == 0 and not score.choices[0].token_ids
+    with pytest.raises(grpc.RpcError) as e:
+        replica.stream("Hello", max_tokens=0)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sampling.max_tokens" in e.value.details()
