@@ -337,9 +337,7 @@ json Checkpoint(const std::vector<ChoiceBuilder>& choices) {
 
 json Completion(const std::string& id, int64_t created, const std::string& model,
                 const std::vector<ChoiceBuilder>& choices, int n) {
-  json out = {{"id", id},           {"object", "text_completion"}, {"created", created},
-              {"model", model},     {"choices", json::array()},    {"usage", Usage(choices, n)},
-              {"checkpoint", Checkpoint(choices)}};
+  json out = UsageChunk(id, created, model, choices, n);
   for (const ChoiceBuilder& c : choices) out["choices"].push_back(c.Whole());
   return out;
 }

@@ -70,7 +70,9 @@ class ChoiceBuilder {
 // character, "bytes:\xNN..." (OpenAI's convention).
 std::string TokenText(const Tokenizer& tokenizer, int32_t id);
 
-// "text_completion" objects. `choices` are by index: prompt i's choice j is i * n + j.
+// "text_completion" objects. `choices` are by index: prompt i's choice j is i * n + j. A whole
+// completion; one stream chunk (one choice's delta; `usage: null` when the stream ends with a usage
+// chunk); that usage chunk (no choices).
 nlohmann::json Completion(const std::string& id, int64_t created, const std::string& model,
                           const std::vector<ChoiceBuilder>& choices, int n);
 nlohmann::json Chunk(const std::string& id, int64_t created, const std::string& model, nlohmann::json choice,

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
@@ -214,6 +215,25 @@ class Engine::Impl {
     if (opts_.on_fault) opts_.on_fault(step, what);
   }
 
+  // cache[slots[i], :, positions[i], :] = rows[i] (as NH heads of HS) for the first n rows of
+  // rows (m,C). On a CPU, a copy per row and head (ATen's index_put_ costs more than the attention
+  // it feeds); elsewhere index_put_ with the same indices.
+  void WriteCache(at::Tensor& cache, const std::vector<int64_t>& slots, const std::vector<int64_t>& positions,
+                  const at::Tensor& rows, int64_t n, const at::Tensor& slot_idx, const at::Tensor& pos_n) {
+    if (cache.is_cpu() && cache.scalar_type() == at::kFloat && cache.is_contiguous() &&
+        rows.scalar_type() == at::kFloat && rows.stride(1) == 1) {
+      float* dst = cache.data_ptr<float>();
+      const float* src = rows.data_ptr<float>();
+      const int64_t stride = rows.stride(0), T = cache.size(2);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t h = 0; h < NH_; ++h)
+          std::memcpy(dst + ((slots[r] * NH_ + h) * T + positions[r]) * HS_, src + r * stride + h * HS_,
+                      static_cast<size_t>(HS_) * sizeof(float));
+      return;
+    }
+    cache.index_put_({slot_idx, at::indexing::Slice(), pos_n}, rows.narrow(0, 0, n).view({n, NH_, HS_}));
+  }
+
   // Reused prompt prefixes: every layer's K and V rows, slot to slot.
   void CopyPrefixes(const std::vector<PrefixCopy>& copies) {
     for (const PrefixCopy& c : copies) {
@@ -253,8 +273,8 @@ class Engine::Impl {
     const int64_t C = model_->config().n_embd;
     auto attend = [&](size_t l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
       // cache[slot, :, pos, :] = k[i] for the real rows
-      k_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, k.narrow(0, 0, n).view({n, NH_, HS_}));
-      v_[l].index_put_({slot_idx, at::indexing::Slice(), pos_n}, v.narrow(0, 0, n).view({n, NH_, HS_}));
+      WriteCache(k_[l], slots, positions, k, n, slot_idx, pos_n);
+      WriteCache(v_[l], slots, positions, v, n, slot_idx, pos_n);
       if (row_linear_) return DecodeAttention(q, k_[l], v_[l], slots, lengths);
       std::vector<at::Tensor> ys;
       ys.reserve(segments.size() + 1);

@@ -126,11 +126,12 @@ struct TileTable {
 
 // Threads split the columns (w's rows); each streams its rows of w once, reusing each tile of
 // C rows across all of x's rows while it is in cache.
+// `N` counts the kernel's columns (for QVnniPacked, blocks of 16); `grain`: tiles a thread takes at least.
 template <int R, int C, typename K, typename A>
-void RunTiles(const A& a, int64_t m, int64_t N) {
+void RunTiles(const A& a, int64_t m, int64_t N, int64_t grain = 16) {
   static constexpr TileTable<A, R, C, K> kTiles;
   const int64_t tiles = (N + C - 1) / C;
-  at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t j = t * C;
       const int c = static_cast<int>(std::min<int64_t>(C, N - j));
@@ -167,6 +168,7 @@ void Run(const Args& a, int64_t m) {
 // y = float(Σ qx·qw) · sx · sw (+ b).
 struct QArgs {
   const int8_t* x;       // (m,Kp)
+  const int8_t* wp;      // QVnniPacked's layout of w (PackedWeight::vnni), or null
   const float* sx;       // (m)
   const int8_t* w;       // (N,Kp)
   const float* sw;       // (N)
@@ -249,6 +251,53 @@ struct QVnni {
   }
 };
 
+// AVX-512 VNNI over w in blocks of 16 columns, each stored as (Kp/4, 16, 4) (PackedWeight::vnni):
+// one load holds 4 k-bytes of 16 columns, a broadcast holds 4 k-bytes of a row of x, and vpdpbusd
+// adds their products into the 16 columns' int32 sums, so a tile of R rows by C blocks needs no
+// horizontal sums and each weight load feeds R multiply-adds. The same integers as QVnni and
+// QNarrow (exact), the same float epilogue (multiplies, then the bias: no fused multiply-add).
+struct QVnniPacked {
+  template <int R, int C>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void Tile(const QArgs& a, int64_t i, int64_t jb) {
+    __m512i acc[R][C];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
+    const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
+    const int64_t K4 = a.Kp / 4;
+    const int8_t* w = a.wp + jb * K4 * 64;
+    for (int64_t k = 0; k < K4; ++k) {
+      __m512i xb[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        int32_t four;
+        std::memcpy(&four, a.x + (i + r) * a.Kp + 4 * k, 4);
+        xb[r] = _mm512_xor_si512(_mm512_set1_epi32(four), offset);
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        const __m512i wv = _mm512_loadu_si512(w + (c * K4 + k) * 64);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xb[r], wv);
+      }
+    }
+    for (int c = 0; c < C; ++c) {
+      const int64_t col = (jb + c) * 16;
+      const __mmask16 mask = a.N - col >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (a.N - col)) - 1);
+      const __m512i correction = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, a.wsum + col), 7);  // 128 · Σw
+      const __m512 sw = _mm512_maskz_loadu_ps(mask, a.sw + col);
+      const __m512 bias = a.b ? _mm512_maskz_loadu_ps(mask, a.b + col) : _mm512_setzero_ps();
+      for (int r = 0; r < R; ++r) {
+        const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][c], correction));
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(dot, _mm512_set1_ps(a.sx[i + r])), sw);
+        if (a.b) v = _mm512_add_ps(v, bias);
+        _mm512_mask_storeu_ps(a.y + (i + r) * a.N + col, mask, v);
+      }
+    }
+  }
+};
+
 bool RowLinearVnni() {
   static const bool vnni = [] {
     const char* isa = std::getenv("GPT2_ROW_LINEAR_ISA");
@@ -305,6 +354,7 @@ at::Tensor RowLinearW8A8(const at::Tensor& x, const PackedWeight& w, const at::T
   QuantizeRows(x.data_ptr<float>(), m, K, Kp, qx.data_ptr<int8_t>(), sx.data_ptr<float>());
   at::Tensor y = at::empty({m, N}, x.options());
   const QArgs a{qx.data_ptr<int8_t>(),
+                w.vnni.defined() ? w.vnni.data_ptr<int8_t>() : nullptr,
                 sx.data_ptr<float>(),
                 w.data.data_ptr<int8_t>(),
                 w.scale.data_ptr<float>(),
@@ -313,7 +363,9 @@ at::Tensor RowLinearW8A8(const at::Tensor& x, const PackedWeight& w, const at::T
                 y.data_ptr<float>(),
                 Kp,
                 N};
-  if (RowLinearVnni())
+  if (RowLinearVnni() && a.wp)
+    RunTiles<4, 6, QVnniPacked>(a, m, (N + 15) / 16, /*grain=*/1);
+  else if (RowLinearVnni())
     RunTiles<4, 5, QVnni>(a, m, N);
   else
     RunTiles<2, 4, QNarrow>(a, m, N);
@@ -327,19 +379,26 @@ PackedWeight PackWeight(const at::Tensor& w_in, WeightFormat format) {
   const at::Tensor w = w_in.contiguous();
   const int64_t K = w.size(1);
   switch (format) {
-    case WeightFormat::kFp32: return {format, w, {}, {}, K};
-    case WeightFormat::kBf16: return {format, w.to(at::kBFloat16), {}, {}, K};  // round to nearest even
+    case WeightFormat::kFp32: return {format, w, {}, {}, K, {}};
+    case WeightFormat::kBf16: return {format, w.to(at::kBFloat16), {}, {}, K, {}};  // round to nearest even
     case WeightFormat::kInt8:
     case WeightFormat::kW8A8: {
       // scale = max |w| of the row / 127 (1 for a row of zeros), q = round(w / scale).
       at::Tensor amax = w.abs().amax(1);
       at::Tensor scale = at::where(amax.gt(0), amax.div(127.0), at::ones_like(amax)).contiguous();
       at::Tensor q = w.div(scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
-      if (format == WeightFormat::kInt8) return {format, q, scale, {}, K};
+      if (format == WeightFormat::kInt8) return {format, q, scale, {}, K, {}};
       const int64_t Kp = (K + kQuantAlign - 1) / kQuantAlign * kQuantAlign;
       at::Tensor padded = at::zeros({w.size(0), Kp}, q.options());
       padded.narrow(1, 0, K).copy_(q);
-      return {format, padded, scale, q.sum(1, /*keepdim=*/false, at::kInt).contiguous(), K};
+      PackedWeight p{format, padded, scale, q.sum(1, /*keepdim=*/false, at::kInt).contiguous(), K, {}};
+      if (RowLinearVnni()) {  // QVnniPacked's layout: (N/16 blocks, Kp/4, 16 columns, 4 k-bytes)
+        const int64_t N = w.size(0), Nb = (N + 15) / 16;
+        at::Tensor rows = at::zeros({Nb * 16, Kp}, q.options());
+        rows.narrow(0, 0, N).copy_(padded);
+        p.vnni = rows.view({Nb, 16, Kp / 4, 4}).permute({0, 2, 1, 3}).contiguous();
+      }
+      return p;
     }
   }
   TORCH_CHECK(false, "PackWeight: unknown format");

@@ -21,6 +21,9 @@ struct PackedWeight {
   WeightFormat format = WeightFormat::kFp32;
   at::Tensor data, scale, wsum;
   int64_t in_features = 0;  // K
+  // w8a8 on CPUs with AVX-512 VNNI: data again, as blocks of 16 rows (N/16, Kp/4, 16, 4), the
+  // layout whose loads feed vpdpbusd directly.
+  at::Tensor vnni;
 };
 
 // Rounds w (N,K) float32 to `format` (fp32 shares w's storage).
@@ -36,7 +39,7 @@ bool RowLinearWide();
 // x (m,K) float32 on the CPU; b (N) float32 or undefined. Returns y (m,N).
 at::Tensor RowLinear(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b);
 inline at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return RowLinear(x, PackedWeight{WeightFormat::kFp32, w, {}, {}, w.size(1)}, b);
+  return RowLinear(x, PackedWeight{WeightFormat::kFp32, w, {}, {}, w.size(1), {}}, b);
 }
 
 }  // namespace gpt2
