@@ -4,6 +4,7 @@
 #include <grpcpp/support/sync_stream.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -120,21 +121,29 @@ class Server::Impl {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));  // e.g. out of descriptors
         continue;
       }
-      const int fd = sock.native_handle();
+      const tcp::socket::protocol_type protocol = sock.local_endpoint(ec).protocol();
+      const int fd = sock.release(ec);  // the connection's thread owns it, on its own io_context
+      if (ec) continue;
       {
         std::lock_guard lock(mu_);
-        if (static_cast<int>(open_.size()) >= opts_.max_connections) continue;  // closed as it goes
+        if (static_cast<int>(open_.size()) >= opts_.max_connections) {
+          ::close(fd);
+          continue;
+        }
         open_.insert(fd);
       }
-      std::thread([this, s = std::move(sock), fd]() mutable {
-        Connection(s);
+      std::thread([this, protocol, fd] {
+        net::io_context ctx;
         boost::system::error_code ignored;
+        tcp::socket s(ctx);
+        s.assign(protocol, fd, ignored);
+        Connection(s);
         s.shutdown(tcp::socket::shutdown_both, ignored);
-        {
-          std::lock_guard lock(mu_);
-          open_.erase(fd);
-          s.close(ignored);
-        }
+        // The last touch of this server: ~Impl waits for open_ to empty under mu_, and the
+        // descriptor is closed while ~Impl can no longer shut it down (it is out of open_).
+        std::lock_guard lock(mu_);
+        open_.erase(fd);
+        s.close(ignored);
         closed_.notify_all();
       }).detach();
     }

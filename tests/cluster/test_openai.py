@@ -229,7 +229,7 @@ def test_64_streaming_clients_with_disconnects_free_every_slot(cluster):
     results = [None] * 64
 
     def run(i):
-        body = {"model": "default", "prompt": f"Client {i} says", "max_tokens": 24, "stream": True, "seed": i,
+        body = {"model": "default", "prompt": f"Client {i} says", "max_tokens": 100, "stream": True, "seed": i,
                 "ignore_eos": True}
         results[i] = sse_client(cluster.openai_port, body, plan[i])
 
@@ -253,10 +253,12 @@ def test_a_client_leaving_a_whole_completion_cancels_it(cluster):
     cancelled = 'gpt2_generate_requests_total{api="openai",code="CANCELLED"}'
     before = gpt2d_metric(cluster, cancelled)
     s = socket.create_connection(("127.0.0.1", cluster.openai_port), timeout=30)
-    data = json.dumps({"model": "default", "prompt": "A long story:", "max_tokens": 120, "ignore_eos": True}).encode()
+    # 16 choices of 120 tokens: long enough on this small model that it cannot end first.
+    data = json.dumps({"model": "default", "prompt": "A long story:", "max_tokens": 120, "n": 16,
+                       "ignore_eos": True}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + f"Authorization: Bearer {TOKEN}\r\n".encode()
               + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
-    time.sleep(0.3)
+    time.sleep(0.1)
     s.close()
     cl.wait_for(lambda: gpt2d_metric(cluster, cancelled) - before == 1, 10, "the request to be cancelled")
 
