@@ -158,7 +158,12 @@ class Server::Impl {
       http::request_parser<http::string_body> parser;
       parser.body_limit(kMaxBody);
       boost::system::error_code ec;
-      http::read(sock, buffer, parser, ec);
+      http::read_header(sock, buffer, parser, ec);
+      if (!ec && boost::beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        // curl asks before sending a body over 1 KiB; without the answer it waits a second.
+        net::write(sock, net::buffer(std::string_view("HTTP/1.1 100 Continue\r\n\r\n")), ec);
+      }
+      if (!ec && !parser.is_done()) http::read(sock, buffer, parser, ec);
       if (ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset) return;
       if (ec) {
         if (parser.is_header_done() || buffer.size() > 0) {

@@ -224,38 +224,12 @@ struct QNarrow {
 };
 
 // AVX-512 VNNI: x + 128 (unsigned) times w (signed), four products a lane (vpdpbusd); the 128 · Σw
-// that the offset adds comes off at the end.
-struct QVnni {
-  template <int R, int C>
-  __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void Tile(const QArgs& a, int64_t i, int64_t j) {
-    __m512i acc[R][C];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
-    const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
-    for (int64_t k = 0; k < a.Kp; k += 64) {
-      __m512i wv[C];
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) wv[c] = _mm512_loadu_si512(a.w + (j + c) * a.Kp + k);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512i xv = _mm512_xor_si512(_mm512_loadu_si512(a.x + (i + r) * a.Kp + k), offset);
-#pragma GCC unroll 8
-        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], xv, wv[c]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < C; ++c)
-        QStore(a, i + r, j + c, _mm512_reduce_add_epi32(acc[r][c]) - 128 * a.wsum[j + c]);
-  }
-};
-
-// AVX-512 VNNI over w in blocks of 16 columns, each stored as (Kp/4, 16, 4) (PackedWeight::vnni):
+// that the offset adds comes off at the end. w in blocks of 16 columns, each stored as (Kp/4, 16, 4)
+// (PackedWeight::vnni):
 // one load holds 4 k-bytes of 16 columns, a broadcast holds 4 k-bytes of a row of x, and vpdpbusd
 // adds their products into the 16 columns' int32 sums, so a tile of R rows by C blocks needs no
-// horizontal sums and each weight load feeds R multiply-adds. The same integers as QVnni and
-// QNarrow (exact), the same float epilogue (multiplies, then the bias: no fused multiply-add).
+// horizontal sums and each weight load feeds R multiply-adds. The same integers as QNarrow (exact),
+// the same float epilogue (multiplies, then the bias: no fused multiply-add).
 struct QVnniPacked {
   template <int R, int C>
   __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void Tile(const QArgs& a, int64_t i, int64_t jb) {
@@ -363,10 +337,8 @@ at::Tensor RowLinearW8A8(const at::Tensor& x, const PackedWeight& w, const at::T
                 y.data_ptr<float>(),
                 Kp,
                 N};
-  if (RowLinearVnni() && a.wp)
+  if (a.wp)  // packed when the CPU has VNNI
     RunTiles<4, 6, QVnniPacked>(a, m, (N + 15) / 16, /*grain=*/1);
-  else if (RowLinearVnni())
-    RunTiles<4, 5, QVnni>(a, m, N);
   else
     RunTiles<2, 4, QNarrow>(a, m, N);
   return y;
