@@ -76,8 +76,8 @@ SERVING = {
     "panels": [
         panel("Requests/s by code (replicas)",
               [(f"sum by (code) (rate(gpt2_generate_requests_total[{RATE}]){ON_DEPLOYMENT})", "{{code}}")], unit="reqps"),
-        panel("Requests/s by code (through gpt2d, all deployments)",
-              [(f'sum by (code) (rate(gpt2_generate_requests_total{{job="gpt2d"}}[{RATE}]))', "{{code}}")],
+        panel("Requests/s by API and code (through gpt2d, all deployments)",
+              [(f'sum by (api, code) (rate(gpt2_generate_requests_total{{job="gpt2d"}}[{RATE}]))', "{{api}} {{code}}")],
               unit="reqps"),
         panel("Time to first token", quantiles("gpt2_generate_time_to_first_token_seconds"), unit="s",
               description="Arrival to the first token: queue + prefill."),

@@ -47,6 +47,14 @@ struct Request {
   bool cache_valid = true;  // false after a failed step: its slot's rows are not reused
 };
 
+// The event that only ends a request.
+TokenEvent Ending(FinishReason reason, std::string error = "") {
+  TokenEvent e;
+  e.finish = reason;
+  e.error = std::move(error);
+  return e;
+}
+
 // A request's rows in one iteration: positions [start, start + count) of its prompt (a chunk), or
 // its latest token (decode); `sample` = its last row gives the next token.
 struct Segment {
@@ -157,7 +165,7 @@ class Engine::Impl {
     while (true) {
       const IterationPlan plan = scheduler_.Next();
       if (plan.stop) break;
-      for (int64_t id : plan.cancelled) Finish(*Lookup(id), {-1, 0, FinishReason::kCancelled, ""});
+      for (int64_t id : plan.cancelled) Finish(*Lookup(id), Ending(FinishReason::kCancelled));
       std::vector<Segment> segments;
       for (const Chunk& c : plan.prefill) {
         std::shared_ptr<Request> r = Lookup(c.id);
@@ -181,9 +189,9 @@ class Engine::Impl {
     }
     // Shutting down: every request still here ends.
     for (int64_t id : scheduler_.Queued())
-      Lookup(id)->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+      Lookup(id)->callback(Ending(FinishReason::kCancelled, "the engine stopped"));
     for (auto& r : slot_of_)
-      if (r) r->callback({-1, 0, FinishReason::kCancelled, "the engine stopped"});
+      if (r) r->callback(Ending(FinishReason::kCancelled, "the engine stopped"));
   }
   std::shared_ptr<Request> Lookup(int64_t id) {
     std::lock_guard lock(mu_);
@@ -210,7 +218,7 @@ class Engine::Impl {
     for (const Segment& g : segments) {
       if (g.r->ended) continue;  // its rows were complete when it ended
       g.r->cache_valid = false;  // its slot may hold rows the step left half written
-      Finish(*g.r, {-1, 0, FinishReason::kError, error});
+      Finish(*g.r, Ending(FinishReason::kError, error));
     }
     if (opts_.on_fault) opts_.on_fault(step, what);
   }
@@ -417,7 +425,9 @@ class Engine::Impl {
     const int64_t V = model_->config().vocab_size;
     const at::Tensor logprobs = at::log_softmax(logits.slice(0, 0, V).to(at::kCPU, at::kFloat), 0);
     const int32_t token = r.params.prompt[i];
-    TokenEvent e{token, logprobs[token].item<float>(), FinishReason::kNone, ""};
+    TokenEvent e;
+    e.token = token;
+    e.logprob = logprobs[token].item<float>();
     for (const auto& [id, lp] : TopLogprobs(logprobs, r.params.top_logprobs))
       e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
     e.prompt = true;
@@ -428,7 +438,7 @@ class Engine::Impl {
   void Emit(Request& r, const at::Tensor& logits) {
     const GenerationParams& p = r.params;
     if (p.max_tokens == 0) {  // only the prompt's log-probabilities were asked for
-      Finish(r, {-1, 0, FinishReason::kLength, ""});
+      Finish(r, Ending(FinishReason::kLength));
       return;
     }
     SamplingOptions o{p.temperature, p.top_k, p.top_p, p.top_logprobs, {}};
@@ -438,17 +448,20 @@ class Engine::Impl {
     }
     SampledToken next = SampleToken(logits, model_->config().vocab_size, o, r.generator);
     if (next.id == kEndOfText && !p.ignore_eos) {
-      Finish(r, {-1, 0, FinishReason::kEos, ""});
+      Finish(r, Ending(FinishReason::kEos));
       return;
     }
     if (std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), next.id) != p.stop_token_ids.end()) {
-      Finish(r, {-1, 0, FinishReason::kStop, ""});
+      Finish(r, Ending(FinishReason::kStop));
       return;
     }
     ++r.generated;
     r.next = static_cast<int32_t>(next.id);
     const bool last = r.generated >= p.max_tokens;
-    TokenEvent e{r.next, static_cast<float>(next.logprob), last ? FinishReason::kLength : FinishReason::kNone, ""};
+    TokenEvent e;
+    e.token = r.next;
+    e.logprob = static_cast<float>(next.logprob);
+    e.finish = last ? FinishReason::kLength : FinishReason::kNone;
     for (const auto& [id, lp] : next.top) e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
     r.callback(e);
     if (last) Release(r);
