@@ -27,10 +27,15 @@ int main(int argc, char** argv) {
   for (int f = 0; f < 4; ++f)
     for (auto& [w, b] : layers) packed[f].push_back(gpt2::PackWeight(w, formats[f]));
   // f = -1: at::linear; else RowLinear over formats[f].
+  std::vector<at::Tensor> inputs;  // per layer, for this row count: made before the clock starts
   auto step = [&](int64_t m, int f) {
+    if (inputs.empty() || inputs[0].size(0) != m) {
+      inputs.clear();
+      for (auto& [w, b] : layers) inputs.push_back(torch::randn({m, w.size(1)}));
+    }
     for (size_t l = 0; l < layers.size(); ++l) {
       auto& [w, b] = layers[l];
-      at::Tensor x = torch::randn({m, w.size(1)});
+      const at::Tensor& x = inputs[l];
       if (f >= 0)
         gpt2::RowLinear(x, packed[f][l], b);
       else
@@ -38,10 +43,10 @@ int main(int argc, char** argv) {
     }
   };
   std::printf("%d threads, %s kernels; ms per decode step's linear layers (%lld layers, %lld channels)\n",
-              at::get_num_threads(), gpt2::RowLinearWide() ? "AVX-512" : "AVX2", static_cast<long long>(L),
+              at::get_num_threads(), gpt2::RowLinearAmx() ? "AVX-512 (w8a8: AMX)" : gpt2::RowLinearWide() ? "AVX-512" : "AVX2", static_cast<long long>(L),
               static_cast<long long>(C));
   std::printf("%5s %10s %10s %10s %10s %10s %7s\n", "rows", "at::linear", "fp32", "bf16", "int8", "w8a8", "fp32 x");
-  for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128}) {
+  for (int64_t m : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
     double ms[5];
     for (int f = -1; f < 4; ++f) {
       step(m, f);

@@ -83,7 +83,8 @@ TEST_F(RowLinearTest, ReducedPrecisionWeightsRoundWithinTheFormatAndComputeTheir
 // w8a8: each row of x quantized on its own (max |x| / 127), int8 dot products summed exactly, then
 // both scales and the bias. PyTorch computes the same integers (int64 matmul) and the same float
 // epilogue, so the bits agree exactly, on every kernel (ctest runs this file again with
-// GPT2_ROW_LINEAR_ISA=avx2, so the AVX2 and the VNNI kernels both equal the reference).
+// GPT2_ROW_LINEAR_ISA=avx2 and =avx512, so the AVX2, the VNNI and, where the CPU has it, the AMX
+// kernels all equal the reference; AMX takes rows in tiles of 16 (m=16, 47, 64), VNNI the rest).
 TEST_F(RowLinearTest, W8A8IsExactIntegerArithmeticOnRowQuantizedActivations) {
   torch::manual_seed(4);
   for (auto [K, N] : {std::pair<int64_t, int64_t>{768, 2304}, {3072, 768}, {13, 7}, {100, 50257}}) {
@@ -92,7 +93,7 @@ TEST_F(RowLinearTest, W8A8IsExactIntegerArithmeticOnRowQuantizedActivations) {
     const PackedWeight int8 = PackWeight(w, WeightFormat::kInt8);
     EXPECT_TRUE(torch::equal(Unpack(p), Unpack(int8)));  // the same weights as int8
     const at::Tensor qw = p.data.narrow(1, 0, K).to(at::kLong), sw = p.scale;
-    for (int64_t m : {1, 3, 5, 32}) {
+    for (int64_t m : {1, 3, 5, 16, 32, 47, 64}) {
       at::Tensor x = torch::randn({m, K});
       x[0].zero_();  // a row of zeros
       const at::Tensor amax = x.abs().amax(1, true);

@@ -14,6 +14,9 @@
 #include <string_view>
 #include <utility>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "worker/serve/simd.h"
 
 namespace gpt2 {
@@ -223,6 +226,24 @@ struct QNarrow {
   }
 };
 
+// The w8a8 epilogue of 16 columns from `col` (fewer at the end): y = float(dot) · sx · sw (+ b),
+// multiplies, then the bias (no fused multiply-add), as PyTorch rounds it.
+struct QColumns {
+  int64_t col;
+  __mmask16 mask;
+  __m512 sw, bias;
+  __attribute__((target("avx512f"))) QColumns(const QArgs& a, int64_t c)
+      : col(c), mask(a.N - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (a.N - c)) - 1)) {
+    sw = _mm512_maskz_loadu_ps(mask, a.sw + col);
+    bias = a.b ? _mm512_maskz_loadu_ps(mask, a.b + col) : _mm512_setzero_ps();
+  }
+  __attribute__((target("avx512f"))) void Store(const QArgs& a, int64_t row, __m512i dot) const {
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(a.sx[row])), sw);
+    if (a.b) v = _mm512_add_ps(v, bias);
+    _mm512_mask_storeu_ps(a.y + row * a.N + col, mask, v);
+  }
+};
+
 // AVX-512 VNNI: x + 128 (unsigned) times w (signed), four products a lane (vpdpbusd); the 128 · Σw
 // that the offset adds comes off at the end. w in blocks of 16 columns, each stored as (Kp/4, 16, 4)
 // (PackedWeight::vnni):
@@ -257,20 +278,72 @@ struct QVnniPacked {
       }
     }
     for (int c = 0; c < C; ++c) {
-      const int64_t col = (jb + c) * 16;
-      const __mmask16 mask = a.N - col >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (a.N - col)) - 1);
-      const __m512i correction = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, a.wsum + col), 7);  // 128 · Σw
-      const __m512 sw = _mm512_maskz_loadu_ps(mask, a.sw + col);
-      const __m512 bias = a.b ? _mm512_maskz_loadu_ps(mask, a.b + col) : _mm512_setzero_ps();
-      for (int r = 0; r < R; ++r) {
-        const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][c], correction));
-        __m512 v = _mm512_mul_ps(_mm512_mul_ps(dot, _mm512_set1_ps(a.sx[i + r])), sw);
-        if (a.b) v = _mm512_add_ps(v, bias);
-        _mm512_mask_storeu_ps(a.y + (i + r) * a.N + col, mask, v);
-      }
+      const QColumns cols(a, (jb + c) * 16);
+      const __m512i correction = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(cols.mask, a.wsum + cols.col), 7);  // 128 · Σw
+      for (int r = 0; r < R; ++r) cols.Store(a, i + r, _mm512_sub_epi32(acc[r][c], correction));
     }
   }
 };
+
+// AMX (Sapphire Rapids on): one instruction (tdpbssd) multiplies a tile of 16 rows of x's int8
+// (16 x 64 bytes, a row's 64 k-bytes each) by a tile of 16 columns' 64 k-bytes (16 rows of 4
+// k-bytes x 16 columns: the VNNI layout's 64-byte rows, so the packed weights load as they are),
+// signed by signed, into a tile of 16 x 16 int32 sums. A pass holds 2 x 2 of them: 32 rows by 32
+// columns. The same exact integers as the other kernels, and QVnniPacked's epilogue.
+struct alignas(64) AmxConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0-3 sums (row tile r, column block c at 2r + c), 4-5 x, 6-7 w; all 16 rows of 64 bytes.
+template <int NR, int NC>
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void AmxTile(const QArgs& a, int64_t i, int64_t jb) {
+  _tile_zero(0);
+  if constexpr (NC > 1) _tile_zero(1);
+  if constexpr (NR > 1) _tile_zero(2);
+  if constexpr (NR > 1 && NC > 1) _tile_zero(3);
+  const int64_t K4 = a.Kp / 4;
+  const int8_t* x = a.x + i * a.Kp;
+  const int8_t* w = a.wp + jb * K4 * 64;
+  for (int64_t k = 0; k < a.Kp; k += 64) {
+    _tile_loadd(4, x + k, a.Kp);
+    if constexpr (NR > 1) _tile_loadd(5, x + 16 * a.Kp + k, a.Kp);
+    _tile_loadd(6, w + k * 16, 64);
+    if constexpr (NC > 1) _tile_loadd(7, w + (K4 + k / 4) * 64, 64);
+    _tile_dpbssd(0, 4, 6);
+    if constexpr (NC > 1) _tile_dpbssd(1, 4, 7);
+    if constexpr (NR > 1) _tile_dpbssd(2, 5, 6);
+    if constexpr (NR > 1 && NC > 1) _tile_dpbssd(3, 5, 7);
+  }
+  alignas(64) int32_t sums[4][16][16];
+  _tile_stored(0, sums[0], 64);
+  if constexpr (NC > 1) _tile_stored(1, sums[1], 64);
+  if constexpr (NR > 1) _tile_stored(2, sums[2], 64);
+  if constexpr (NR > 1 && NC > 1) _tile_stored(3, sums[3], 64);
+  for (int c = 0; c < NC; ++c) {
+    const QColumns cols(a, (jb + c) * 16);
+    for (int r = 0; r < NR * 16; ++r) cols.Store(a, i + r, _mm512_load_si512(sums[(r / 16) * 2 + c][r % 16]));
+  }
+}
+
+// Column blocks [2 p0, 2 p1) of the first m16 rows (a multiple of 16), on this thread.
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void AmxColumns(const QArgs& a, int64_t m16,
+                                                                             int64_t p0, int64_t p1) {
+  AmxConfig config;
+  for (int t = 0; t < 8; ++t) config.rows[t] = 16, config.colsb[t] = 64;
+  _tile_loadconfig(&config);
+  const int64_t blocks = (a.N + 15) / 16;
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t jb = 2 * p;
+    const bool pair = jb + 1 < blocks;
+    int64_t i = 0;
+    for (; i + 32 <= m16; i += 32) pair ? AmxTile<2, 2>(a, i, jb) : AmxTile<2, 1>(a, i, jb);
+    if (i < m16) pair ? AmxTile<1, 2>(a, i, jb) : AmxTile<1, 1>(a, i, jb);
+  }
+  _tile_release();
+}
 
 bool RowLinearVnni() {
   static const bool vnni = [] {
@@ -280,6 +353,24 @@ bool RowLinearVnni() {
   }();
   return vnni;
 }
+
+}  // namespace
+
+// AMX needs the kernel's leave for this process to use the tile registers (Linux 5.16 on:
+// arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); without it the first tile instruction
+// faults. GPT2_ROW_LINEAR_ISA=avx512 (or avx2) keeps to the vector kernels.
+bool RowLinearAmx() {
+  static const bool amx = [] {
+    const char* isa = std::getenv("GPT2_ROW_LINEAR_ISA");
+    if (isa && (std::string_view(isa) == "avx2" || std::string_view(isa) == "avx512")) return false;
+    if (!RowLinearVnni() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return amx;
+}
+
+namespace {
 
 // Each row of x (m,K) as int8 (m,Kp) with its scale: max |x| / 127 (1 for a row of zeros),
 // q = x / scale rounded to nearest even (|q| <= 127 by construction), the padding zero. A row's
@@ -337,10 +428,21 @@ at::Tensor RowLinearW8A8(const at::Tensor& x, const PackedWeight& w, const at::T
                 y.data_ptr<float>(),
                 Kp,
                 N};
-  if (a.wp)  // packed when the CPU has VNNI
-    RunTiles<4, 6, QVnniPacked>(a, m, (N + 15) / 16, /*grain=*/1);
-  else
+  if (!a.wp) {  // packed when the CPU has VNNI
     RunTiles<2, 4, QNarrow>(a, m, N);
+    return y;
+  }
+  // With AMX, rows in tiles of 16 there, the rest (fewer than 16) on the VNNI tiles: the same sums.
+  const int64_t m16 = RowLinearAmx() ? m / 16 * 16 : 0;
+  if (m16 > 0) {
+    const int64_t pairs = ((N + 15) / 16 + 1) / 2;
+    at::parallel_for(0, pairs, 1, [&](int64_t p0, int64_t p1) { AmxColumns(a, m16, p0, p1); });
+  }
+  if (m16 < m) {
+    QArgs rest = a;
+    rest.x += m16 * Kp, rest.sx += m16, rest.y += m16 * N;
+    RunTiles<4, 6, QVnniPacked>(rest, m - m16, (N + 15) / 16, /*grain=*/1);
+  }
   return y;
 }
 

@@ -5,7 +5,9 @@
 // differently for each; this one also takes the weights once per call however few rows there are,
 // which is what a decode step on a CPU is bound by, so it reads them in the format they are served
 // in (fp32, bf16, or int8 with a scale per output row), converted to fp32 in registers.
-// CPUs with AVX2 and FMA (RowLinearAvailable()), 16 lanes with AVX-512 (RowLinearWide()).
+// CPUs with AVX2 and FMA (RowLinearAvailable()), 16 lanes with AVX-512 (RowLinearWide()); w8a8
+// on AVX-512 VNNI, and AMX's tiles for rows in groups of 16 where the CPU and the kernel allow
+// them (exact integer sums: the same bits whichever kernel a row took).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -33,9 +35,12 @@ at::Tensor Unpack(const PackedWeight& w);
 
 bool RowLinearAvailable();
 // Whether RowLinear runs its 16-lane (AVX-512) kernels: CPUs with AVX-512F, unless the
-// environment's GPT2_ROW_LINEAR_ISA says avx2. Rounding differs between the two (lanes sum in
-// another order), so a process keeps one for its life; rows stay independent of the batch in both.
+// environment's GPT2_ROW_LINEAR_ISA says avx2 (avx512 keeps AVX-512 but not AMX). Rounding differs
+// between the two (lanes sum in another order), so a process keeps one for its life; rows stay
+// independent of the batch in both.
 bool RowLinearWide();
+// Whether w8a8 takes AMX's tiles for rows in groups of 16 (AVX-512 VNNI for the rest).
+bool RowLinearAmx();
 // x (m,K) float32 on the CPU; b (N) float32 or undefined. Returns y (m,N).
 at::Tensor RowLinear(const at::Tensor& x, const PackedWeight& w, const at::Tensor& b);
 inline at::Tensor RowLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
