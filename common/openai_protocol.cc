@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "worker/tokenizer/utf8.h"
 
 namespace gpt2::openai {
 namespace {
@@ -106,19 +107,6 @@ int64_t Characters(std::string_view s) {
   int64_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
   return n;
-}
-
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    i += len;
-  }
-  return true;
 }
 
 }  // namespace
@@ -223,14 +211,14 @@ absl::StatusOr<CompletionsCall> ParseCompletions(const std::string& text) {
 std::string TokenText(const Tokenizer& tokenizer, int32_t id) {
   absl::StatusOr<std::string_view> bytes = tokenizer.token_bytes(static_cast<TokenId>(id));
   if (!bytes.ok()) return "";
-  if (ValidUtf8(*bytes)) return std::string(*bytes);
+  if (ValidUtf8PrefixLength(*bytes) == bytes->size()) return std::string(*bytes);
   std::string out = "bytes:";
   for (unsigned char c : *bytes) absl::StrAppendFormat(&out, "\\x%02x", c);
   return out;
 }
 
 ChoiceBuilder::ChoiceBuilder(const Tokenizer& tokenizer, int index, bool echo, std::optional<int> logprobs)
-    : tokenizer_(tokenizer), index_(index), echo_(echo), logprobs_(logprobs) {
+    : tokenizer_(tokenizer), decoder_(tokenizer), index_(index), echo_(echo), logprobs_(logprobs) {
   logprobs_json_ = {{"tokens", json::array()},
                     {"token_logprobs", json::array()},
                     {"top_logprobs", json::array()},
@@ -260,21 +248,8 @@ void ChoiceBuilder::AddTokens(const google::protobuf::RepeatedField<int32_t>& id
     }
     // The text offset advances by the token's characters as decoded in sequence; a token that
     // ends inside a character advances it when that character completes.
-    absl::StatusOr<std::string_view> bytes = tokenizer_.token_bytes(static_cast<TokenId>(ids[i]));
-    if (bytes.ok()) {
-      pending_ += *bytes;
-      size_t complete = pending_.size();
-      // Hold back a trailing incomplete UTF-8 sequence.
-      for (size_t back = 1; back <= std::min<size_t>(3, pending_.size()); ++back) {
-        const auto c = static_cast<unsigned char>(pending_[pending_.size() - back]);
-        if ((c & 0xC0) == 0x80) continue;
-        const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-        if (len > back) complete = pending_.size() - back;
-        break;
-      }
-      chars_ += Characters(std::string_view(pending_).substr(0, complete));
-      pending_.erase(0, complete);
-    }
+    if (absl::StatusOr<std::string> text = decoder_.push(static_cast<TokenId>(ids[i])); text.ok())
+      chars_ += Characters(*text);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "gpt2d/v1/generate.pb.h"
 #include "nlohmann/json.hpp"
+#include "worker/tokenizer/stream_decoder.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2::openai {
@@ -53,13 +54,13 @@ class ChoiceBuilder {
   void AddTokens(const google::protobuf::RepeatedField<int32_t>& ids, const google::protobuf::RepeatedField<float>& lps,
                  const google::protobuf::RepeatedPtrField<gpt2d::v1::TopLogprobs>& tops, nlohmann::json* lp);
   const Tokenizer& tokenizer_;
+  StreamDecoder decoder_;  // the text so far, a character at a time (text_offset)
   const int index_;
   const bool echo_;
   const std::optional<int> logprobs_;
   std::string text_;
   nlohmann::json logprobs_json_;  // {tokens, token_logprobs, top_logprobs, text_offset}
   int64_t chars_ = 0;             // Unicode characters of the text so far (text_offset)
-  std::string pending_;           // bytes of a character not yet complete
   std::string finish_reason_;
   bool done_ = false;
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0;

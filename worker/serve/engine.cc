@@ -315,11 +315,7 @@ class Engine::Impl {
     std::vector<int64_t> head = sampling;
     int64_t row = 0;
     for (const Segment& g : segments) {
-      if (!g.decode && g.r->params.prompt_logprobs) {
-        const auto prompt_len = static_cast<int64_t>(g.r->params.prompt.size());
-        for (int64_t j = 0; j < g.count; ++j)
-          if (g.start + j + 1 < prompt_len) head.push_back(row + j);
-      }
+      ForScoredRows(g, [&](int64_t j) { head.push_back(row + j); });
       row += g.count;
     }
     const at::Tensor logits = HeadRows(x, head);  // (head.size(), Vp)
@@ -328,15 +324,19 @@ class Engine::Impl {
     for (const Segment& g : segments) {
       (g.decode ? decode : prefill) = true;
       g.r->len = g.start + g.count;
-      if (!g.decode && g.r->params.prompt_logprobs) {
-        const auto prompt_len = static_cast<int64_t>(g.r->params.prompt.size());
-        for (int64_t j = 0; j < g.count; ++j)
-          if (g.start + j + 1 < prompt_len) ScorePrompt(*g.r, g.start + j + 1, logits[scored++]);
-      }
+      ForScoredRows(g, [&](int64_t j) { ScorePrompt(*g.r, g.start + j + 1, logits[scored++]); });
       if (g.sample) Emit(*g.r, logits[sampled++]);
     }
     prefills_ += prefill;
     decode_steps_ += decode;
+  }
+  // Calls f(j) for each row j of segment g whose next prompt token's log-probability was asked
+  // for (prompt_logprobs: row p predicts prompt token p + 1), in order.
+  template <typename F>
+  static void ForScoredRows(const Segment& g, const F& f) {
+    if (g.decode || !g.r->params.prompt_logprobs) return;
+    const auto prompt_len = static_cast<int64_t>(g.r->params.prompt.size());
+    for (int64_t j = 0; j < g.count && g.start + j + 1 < prompt_len; ++j) f(j);
   }
   // Block b over rows x (m,C) with `attention` in the middle (the model's own block: gpt2.h), its
   // linear layers through RowLinear (on a CPU) or the device's BLAS.
@@ -420,6 +420,10 @@ class Engine::Impl {
     return *std::lower_bound(counts.begin(), counts.end(), n);
   }
 
+  static void SetTop(TokenEvent& e, const std::vector<std::pair<int64_t, double>>& top) {
+    for (const auto& [id, lp] : top) e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
+  }
+
   // Reports prompt token `i`'s log-probability, from the logits of the row before it.
   void ScorePrompt(Request& r, int64_t i, const at::Tensor& logits) {
     const int64_t V = model_->config().vocab_size;
@@ -428,8 +432,7 @@ class Engine::Impl {
     TokenEvent e;
     e.token = token;
     e.logprob = logprobs[token].item<float>();
-    for (const auto& [id, lp] : TopLogprobs(logprobs, r.params.top_logprobs))
-      e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
+    SetTop(e, TopLogprobs(logprobs, r.params.top_logprobs));
     e.prompt = true;
     r.callback(e);
   }
@@ -462,7 +465,7 @@ class Engine::Impl {
     e.token = r.next;
     e.logprob = static_cast<float>(next.logprob);
     e.finish = last ? FinishReason::kLength : FinishReason::kNone;
-    for (const auto& [id, lp] : next.top) e.top.emplace_back(static_cast<int32_t>(id), static_cast<float>(lp));
+    SetTop(e, next.top);
     r.callback(e);
     if (last) Release(r);
   }
