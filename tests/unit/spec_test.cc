@@ -79,5 +79,21 @@ TEST(SpecTest, ErrorsNameTheField) {
   EXPECT_NE(Error("- a list").find("mapping"), std::string::npos);
 }
 
+// Found by tests/fuzz/train_spec_fuzz: each of these once ended the process (an exception nobody
+// caught); now each is INVALID_ARGUMENT naming what is wrong, and long scalars parse.
+TEST(SpecTest, HostileInputIsAnErrorNotACrash) {
+  EXPECT_NE(Error("data: {dir: \"/d\xff\"}").find("UTF-8"), std::string::npos);
+  EXPECT_NE(Error("data: {dir: /d}\noptimizer: {max_lr: 6.0e-400}").find("max_lr"), std::string::npos);
+  EXPECT_NE(Error("data: {dir: /d}\noptimizer: {max_lr: 1e999}").find("max_lr"), std::string::npos);
+  EXPECT_NE(Error("data: {dir: /d}\nbatch: {micro_batch: 99999999999999999999}").find("micro_batch"), std::string::npos);
+  EXPECT_NE(Error("data: {dir: /d}\ndevice: cuda:" + std::string(100000, '1')).find("device"), std::string::npos);
+  const std::string digits(100000, '7');
+  EXPECT_FALSE(Resolve("data: {dir: /d}\nname: \"" + digits + "." + digits + "\"").name.empty());
+  EXPECT_NE(Error("data: {dir: /d}\nbatch: {micro_batch: " + digits + "." + digits + "}").find("micro_batch"),
+            std::string::npos);
+  EXPECT_EQ(Resolve("data: {dir: /d}\ndevice: cuda:3").device, "cuda:3");
+  EXPECT_DOUBLE_EQ(Resolve("data: {dir: /d}\noptimizer: {max_lr: .5e-3}").max_lr, 0.0005);
+}
+
 }  // namespace
 }  // namespace gpt2

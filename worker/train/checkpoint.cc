@@ -18,7 +18,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "nlohmann/json.hpp"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/tensor_file.h"
 
@@ -26,7 +25,6 @@ namespace gpt2 {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr char kStatePath[] = "trainer_state.json";
 constexpr char kOptimizerPath[] = "optimizer.safetensors";
 
 std::string StepName(int64_t step) { return absl::StrFormat("step_%08d", step); }
@@ -40,50 +38,7 @@ void Fsync(const fs::path& p) {
   }
 }
 
-nlohmann::json StateToJson(const TrainerState& s) {
-  nlohmann::json j;
-  j["step"] = s.step;
-  j["tokens_seen"] = s.tokens_seen;
-  j["world_size"] = s.world_size;
-  j["micro_batch"] = s.micro_batch;
-  j["seq_len"] = s.seq_len;
-  j["loader_positions"] = nlohmann::json::array();
-  for (auto [shard, offset] : s.loader_positions)
-    j["loader_positions"].push_back({{"shard", shard}, {"offset", offset}});
-  j["val_loss"] = s.val_loss ? nlohmann::json(*s.val_loss) : nlohmann::json(nullptr);
-  j["rng"] = {{"cpu", s.rng_cpu}, {"cuda", s.rng_cuda}};
-  j["spec"] = nlohmann::json::parse(s.spec_json.empty() ? "{}" : s.spec_json, nullptr, false);
-  j["metrics"] = nlohmann::json::parse(s.metrics_json.empty() ? "{}" : s.metrics_json, nullptr, false);
-  return j;
-}
-
 }  // namespace
-
-absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
-  const fs::path path = fs::path(dir) / kStatePath;
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(dir, " is not a training checkpoint (no ", kStatePath, ")"));
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return absl::DataLossError(absl::StrCat(path.string(), ": not valid JSON"));
-  try {
-    TrainerState s;
-    s.step = j.at("step").get<int64_t>();
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
-    s.world_size = j.at("world_size").get<int>();
-    s.micro_batch = j.at("micro_batch").get<int64_t>();
-    s.seq_len = j.at("seq_len").get<int64_t>();
-    for (const auto& p : j.at("loader_positions"))
-      s.loader_positions.emplace_back(p.at("shard").get<int64_t>(), p.at("offset").get<int64_t>());
-    if (!j.at("val_loss").is_null()) s.val_loss = j.at("val_loss").get<double>();
-    s.rng_cpu = j.at("rng").at("cpu").get<std::string>();
-    s.rng_cuda = j.at("rng").at("cuda").get<std::vector<std::string>>();
-    s.spec_json = j.at("spec").dump();
-    s.metrics_json = j.value("metrics", nlohmann::json::object()).dump();
-    return s;
-  } catch (const nlohmann::json::exception& e) {
-    return absl::DataLossError(absl::StrCat(path.string(), ": ", e.what()));
-  }
-}
 
 absl::Status LoadTrainingCheckpoint(const std::string& dir, GPT& model, AdamW& optimizer, TrainerState* state) {
   absl::StatusOr<TrainerState> s = ReadTrainerState(dir);
@@ -130,7 +85,7 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.starts_with("step_") && fs::exists(e.path() / kStatePath))
+    if (e.is_directory() && name.starts_with("step_") && fs::exists(e.path() / kTrainerStateFile))
       out.push_back(e.path().string());
   }
   std::sort(out.begin(), out.end());  // zero-padded step numbers sort by step
@@ -166,9 +121,9 @@ absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optim
     st.rng_cuda.push_back(absl::Base64Escape(absl::string_view(static_cast<const char*>(g.data_ptr()), g.nbytes())));
   }
   {
-    std::ofstream out(tmp / kStatePath);
-    out << StateToJson(st).dump(2) << "\n";
-    if (!out.flush()) return absl::DataLossError(absl::StrCat("cannot write ", (tmp / kStatePath).string()));
+    std::ofstream out(tmp / kTrainerStateFile);
+    out << TrainerStateToJson(st);
+    if (!out.flush()) return absl::DataLossError(absl::StrCat("cannot write ", (tmp / kTrainerStateFile).string()));
   }
   for (const auto& e : fs::directory_iterator(tmp)) Fsync(e.path());
   Fsync(tmp);

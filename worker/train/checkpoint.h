@@ -18,23 +18,9 @@
 #include "absl/status/statusor.h"
 #include "worker/model/gpt2.h"
 #include "worker/train/adamw.h"
+#include "worker/train/trainer_state.h"
 
 namespace gpt2 {
-
-struct TrainerState {
-  int64_t step = 0;  // optimizer steps completed
-  int64_t tokens_seen = 0;
-  int world_size = 1;
-  int64_t micro_batch = 0, seq_len = 0;
-  std::vector<std::pair<int64_t, int64_t>> loader_positions;  // (shard, offset) of each rank
-  std::optional<double> val_loss;
-  std::string rng_cpu;                // base64 of the default CPU generator's state
-  std::vector<std::string> rng_cuda;  // base64, one per CUDA device
-  std::string spec_json;
-  std::string metrics_json;  // the last step's metrics, for people reading the directory
-};
-
-absl::StatusOr<TrainerState> ReadTrainerState(const std::string& checkpoint_dir);
 
 // Restores weights, optimizer state and trainer state. Nothing is changed if any part is bad.
 absl::Status LoadTrainingCheckpoint(const std::string& checkpoint_dir, GPT& model, AdamW& optimizer,

@@ -5,43 +5,11 @@
 #include <ATen/ops/zeros.h>
 #include <torch/utils.h>
 
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "worker/train/distributed.h"
 
 namespace gpt2 {
-
-absl::StatusOr<std::vector<HellaSwagExample>> ReadHellaSwag(const std::string& path, int64_t limit) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open HellaSwag file ", path));
-  std::vector<HellaSwagExample> out;
-  std::string line;
-  for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto bad = [&](std::string_view why) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", lineno, ": ", std::string(why)));
-    };
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
-    if (!j.contains("ctx") || !j["ctx"].is_string()) return bad("missing string field ctx");
-    if (!j.contains("endings") || !j["endings"].is_array() || j["endings"].size() != 4)
-      return bad("endings must be a list of 4 strings");
-    if (!j.contains("label") || !j["label"].is_number_integer()) return bad("missing integer field label");
-    HellaSwagExample ex;
-    ex.ctx = j["ctx"].get<std::string>();
-    for (const auto& e : j["endings"]) {
-      if (!e.is_string()) return bad("endings must be strings");
-      ex.endings.push_back(e.get<std::string>());
-    }
-    ex.label = j["label"].get<int>();
-    if (ex.label < 0 || ex.label > 3) return bad("label must be 0..3");
-    out.push_back(std::move(ex));
-    if (limit > 0 && static_cast<int64_t>(out.size()) >= limit) break;
-  }
-  return out;
-}
 
 HellaSwagScore ScoreHellaSwag(GPT& model, const Tokenizer& tok, const HellaSwagExample& ex) {
   const int64_t ctx_max = model->config().n_positions;

@@ -10,20 +10,12 @@
 
 #include "absl/status/statusor.h"
 #include "worker/model/gpt2.h"
+#include "worker/train/hellaswag_data.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
 class ProcessGroup;
-
-struct HellaSwagExample {
-  std::string ctx;
-  std::vector<std::string> endings;  // four
-  int label = 0;
-};
-
-// Reads the official jsonl (fields ctx, endings, label); `limit` > 0 keeps the first `limit`.
-absl::StatusOr<std::vector<HellaSwagExample>> ReadHellaSwag(const std::string& path, int64_t limit = 0);
 
 struct HellaSwagScore {
   std::vector<double> sum_loss, mean_loss;  // per ending, nats

@@ -4,7 +4,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +11,35 @@
 
 namespace gpt2 {
 namespace {
+
+enum class ScalarKind { kString, kInt, kFloat };
+
+// YAML 1.2's core schema: [-+]?[0-9]+ is an integer, [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+// a float (scanned, not std::regex: its matcher recurses per character and a long scalar would
+// overflow the stack).
+ScalarKind KindOf(std::string_view s) {
+  size_t i = 0;
+  auto digits = [&] {
+    const size_t from = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+    return i - from;
+  };
+  if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+  const size_t whole = digits();
+  if (i == s.size()) return whole > 0 ? ScalarKind::kInt : ScalarKind::kString;
+  size_t fraction = 0;
+  if (s[i] == '.') {
+    ++i;
+    fraction = digits();
+  }
+  if (whole == 0 && fraction == 0) return ScalarKind::kString;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    if (digits() == 0) return ScalarKind::kString;
+  }
+  return i == s.size() ? ScalarKind::kFloat : ScalarKind::kString;
+}
 
 // YAML -> JSON with YAML 1.2 core-schema typing of plain scalars; quoted scalars stay strings.
 nlohmann::json YamlToJson(const YAML::Node& node) {
@@ -29,19 +57,16 @@ nlohmann::json YamlToJson(const YAML::Node& node) {
     case YAML::NodeType::Scalar: {
       const std::string s = node.Scalar();
       if (node.Tag() == "!") return s;  // quoted
-      static const std::regex kInt(R"([-+]?[0-9]+)");
-      static const std::regex kFloat(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
       if (s == "true" || s == "True" || s == "TRUE") return true;
       if (s == "false" || s == "False" || s == "FALSE") return false;
       if (s == "null" || s == "Null" || s == "NULL" || s == "~") return nullptr;
-      if (std::regex_match(s, kInt)) {
-        try {
-          return std::stoll(s);
-        } catch (const std::out_of_range&) {
-          return s;
-        }
+      // Out of range (1e999, 1e-999, 2^63) stays a string: protobuf's JSON parser then says why.
+      const ScalarKind kind = KindOf(s);
+      try {
+        if (kind == ScalarKind::kInt) return std::stoll(s);
+        if (kind == ScalarKind::kFloat) return std::stod(s);
+      } catch (const std::out_of_range&) {
       }
-      if (std::regex_match(s, kFloat)) return std::stod(s);
       return s;
     }
     default:
@@ -64,10 +89,16 @@ absl::StatusOr<gpt2d::v1::TrainSpec> ParseTrainSpec(std::string_view text) {
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("job spec: not valid YAML/JSON: ", e.what()));
   }
+  std::string json_text;
+  try {  // YAML takes any bytes in a string; JSON (and protobuf) only UTF-8
+    json_text = json.dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
+  } catch (const nlohmann::json::exception&) {
+    return absl::InvalidArgumentError("job spec: a string is not valid UTF-8");
+  }
   gpt2d::v1::TrainSpec spec;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = false;
-  auto status = google::protobuf::util::JsonStringToMessage(json.dump(), &spec, options);
+  auto status = google::protobuf::util::JsonStringToMessage(json_text, &spec, options);
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("job spec: ", std::string(status.message())));
   }
@@ -179,8 +210,11 @@ absl::StatusOr<TrainConfig> ResolveTrainSpec(const gpt2d::v1::TrainSpec& spec) {
 
   if (spec.has_seed()) c.seed = spec.seed();
   if (!spec.device().empty()) c.device = spec.device();
-  static const std::regex kDevice(R"(auto|cpu|cuda(:[0-9]+)?)");
-  if (!std::regex_match(c.device, kDevice)) return Invalid("device", "must be auto, cpu, cuda or cuda:N");
+  const std::string_view device = c.device;
+  const bool cuda_n = device.starts_with("cuda:") && device.size() > 5 && device.size() <= 9 &&
+                      device.find_first_not_of("0123456789", 5) == std::string_view::npos;
+  if (device != "auto" && device != "cpu" && device != "cuda" && !cuda_n)
+    return Invalid("device", "must be auto, cpu, cuda or cuda:N");
   c.autocast = spec.autocast();
   if (!c.autocast.empty() && c.autocast != "bf16" && c.autocast != "fp32")
     return Invalid("autocast", "must be bf16 or fp32");

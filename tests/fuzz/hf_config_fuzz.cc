@@ -1,0 +1,15 @@
+// worker/model/config: Hugging Face config.json text gives a valid config or an error, and a
+// config it accepts writes back to JSON that reads as the same config.
+#include "tests/fuzz/fuzz_util.h"
+#include "worker/model/config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace gpt2;
+  absl::StatusOr<GPTConfig> c = ConfigFromHfJson(fuzz::AsText(data, size));
+  if (!c.ok()) return 0;
+  FUZZ_CHECK(Validate(*c).ok());
+  absl::StatusOr<GPTConfig> again = ConfigFromHfJson(ConfigToHfJson(*c));
+  FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(ConfigToHfJson(*again) == ConfigToHfJson(*c));
+  return 0;
+}
