@@ -18,7 +18,10 @@ while (($#)); do
   esac
 done
 BUILD=${GPT2_FUZZ_BUILD_DIR:-build-fuzz}
-CC=clang CXX=clang++ GPT2_BUILD_DIR=$BUILD GPT2_BUILD_TARGET=fuzzers scripts/build.sh -DGPT2D_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [[ ${GPT2_FUZZ_NO_BUILD:-0} != 1 ]]; then
+  CC=clang-14 CXX=clang++-14 GPT2_BUILD_DIR=$BUILD GPT2_BUILD_TARGET=fuzzers scripts/build.sh -DGPT2D_FUZZ=ON \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo
+fi
 ((${#targets[@]})) || mapfile -t targets < <(cd tests/fuzz && ls *_fuzz.cc | sed 's/\.cc$//')
 mkdir -p "$BUILD/artifacts"
 printf '%-24s %12s %8s %8s %8s\n' target execs exec/s cov ft
@@ -32,6 +35,8 @@ for t in "${targets[@]}"; do
     [[ -f $d ]] && { dict=(-dict="$d"); break; }
   done
   log="$BUILD/$t.log"
+  # Files the file-reading targets write go to memory, not a disk.
+  export TMPDIR=${TMPDIR:-/dev/shm}
   # ASan's leak check runs once at exit (a parser that leaks fails there too).
   if ! ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       "$BUILD/tests/fuzz/$t" "${limit[@]}" -seed="$seed" -print_final_stats=1 "${dict[@]}" \

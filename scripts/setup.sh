@@ -26,8 +26,9 @@ APT_PACKAGES=(
   prometheus python3-doc python3-venv
 )
 # The deployment tests (tests/deploy): Docker 20.10 (engine with BuildKit, and its client), Compose
-# 1.29, debootstrap for the local base image. Not needed to build: the image's build stage skips them.
-DEPLOY_APT_PACKAGES=(docker.io docker-compose debootstrap)
+# 1.29, debootstrap for the local base image; the fuzzers (tests/fuzz): clang 14 with its libFuzzer
+# runtime. Not needed to build: the image's build stage skips them.
+DEPLOY_APT_PACKAGES=(docker.io docker-compose debootstrap clang-14 libclang-rt-14-dev)
 [[ "${GPT2D_SKIP_DEPLOY_TOOLS:-0}" == 1 ]] || APT_PACKAGES+=("${DEPLOY_APT_PACKAGES[@]}")
 if [[ "${GPT2D_SKIP_APT:-0}" != 1 ]]; then
   missing=()

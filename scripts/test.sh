@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this machine (scripts/setup.sh), builds, and runs every test:
 #   1. C++ unit and integration tests (GoogleTest through ctest)
-#   2. the libtorch + gRPC joint test, RowLinear and DecodeAttention again under AddressSanitizer (build-asan/)
+#   2. the libtorch + gRPC joint test, RowLinear and DecodeAttention again under AddressSanitizer (build-asan/),
+#      and every parser's libFuzzer target briefly (build-fuzz/)
 #   3. the reference tests against transformers, tiktoken and friends (pytest)
 #   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest)
 #   5. the deployment: deploy/'s files checked by their tools, the image built on a local Debian
@@ -32,6 +33,12 @@ build-asan/tests/unit/decode_attention_test
 build-asan/tests/unit/token_stream_test
 unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "== asan done after ${SECONDS}s"
+
+# Every parser's fuzzer (clang, ASan, UBSan) on its seed corpus and regression inputs, 5 s each
+# with a fixed seed: a parser that crashes on an input it once survived fails here. Longer runs:
+# bench/fuzz.sh (docs/reliability.md).
+scripts/fuzz.sh --time 5 --seed 1
+echo "== fuzz done after ${SECONDS}s"
 
 GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/reference "$@"
 echo "== reference tests done after ${SECONDS}s"

@@ -640,14 +640,17 @@ TEST_F(PrepTest, MalformedJsonlLineIsAnErrorNamingFileAndLine) {
 }
 
 TEST_F(PrepTest, SkipBadLinesWarnsAndContinues) {
-  WriteBytes(dir_ / "c.jsonl", "{\"text\": \"one\"}\n[1]\n{\"text\": \"two\", \"id\": 2}\nnot json\n{\"other\": 1}\n");
+  // Line 6: a number too large for a double (prep_jsonl_fuzz found it ended the process).
+  WriteBytes(dir_ / "c.jsonl",
+             "{\"text\": \"one\"}\n[1]\n{\"text\": \"two\", \"id\": 2}\nnot json\n{\"other\": 1}\n{\"id\": 1e309}\n");
   PrepOptions options = Options({dir_ / "c.jsonl"});
   options.skip_bad_lines = true;
   absl::StatusOr<PrepResult> result = Prep(options);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->documents, 2);
-  EXPECT_EQ(result->skipped_lines, 3);
+  EXPECT_EQ(result->skipped_lines, 4);
   EXPECT_EQ(Concatenated(result->shards), Expected({"one", "two"}));
+  EXPECT_TRUE(Contains(log_.str(), dir_ / "c.jsonl:6: invalid JSON"));
   EXPECT_TRUE(Contains(log_.str(), dir_ / "c.jsonl:2: not a JSON object"));
   EXPECT_TRUE(Contains(log_.str(), dir_ / "c.jsonl:4: invalid JSON"));
   EXPECT_TRUE(Contains(log_.str(), dir_ / "c.jsonl:5: no \"text\" field"));

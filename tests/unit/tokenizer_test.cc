@@ -564,6 +564,13 @@ TEST(TokenizeCommand, BadInputNamesTheLineAndExitsTwo) {
   r = RunCommand({.jsonl = true, .decode = true}, "[1]\n[1, \"a\"]\n");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("line 2, element 1"), std::string::npos) << r.err;
+  // Numbers beyond a double's range are an error, not an exception that ends the process.
+  r = RunCommand({.jsonl = true}, "\"ok\"\n{\"text\": \"a\", \"n\": 1e309}\n");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("line 2"), std::string::npos) << r.err;
+  r = RunCommand({.decode = true}, "[1, 1e309]");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("invalid JSON"), std::string::npos) << r.err;
 }
 
 }  // namespace

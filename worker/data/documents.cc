@@ -43,7 +43,7 @@ absl::StatusOr<std::string> TextOfJsonLine(std::string_view line) {
   nlohmann::json object;
   try {
     object = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e309
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
   }
   if (!object.is_object()) return absl::InvalidArgumentError("not a JSON object");

@@ -52,6 +52,8 @@ absl::StatusOr<std::vector<TokenId>> IdsFromJson(const Tokenizer& tokenizer, std
   } catch (const nlohmann::json::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat("line ", first_line + LineOf(text, e.byte == 0 ? 0 : e.byte - 1) - 1,
                                                    ": invalid JSON: ", e.what()));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number too large (1e309)
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
   }
   if (!array.is_array()) {
     return absl::InvalidArgumentError(absl::StrCat("line ", first_line, ": expected a JSON array of token ids"));
@@ -105,7 +107,7 @@ absl::StatusOr<std::string> TextFromJsonLine(std::string_view line, std::size_t 
   nlohmann::json value;
   try {
     value = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e309
     return absl::InvalidArgumentError(absl::StrCat("line ", line_number, ": invalid JSON: ", e.what()));
   }
   if (value.is_string()) return value.get<std::string>();
