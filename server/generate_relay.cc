@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/client_channel.h"
 #include "common/grpc_status.h"
 
 namespace gpt2 {
@@ -59,6 +60,7 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
   grpc::ClientContext out;
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
   out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
+  PrepareContext(out, replica_token_);  // the cluster's token, not the caller's
   grpc::Status status;
   {
     CancelLink link(ctx, &out);
@@ -67,6 +69,9 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
   coordinator_.Release(*route);
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled())
     return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED)  // not the caller's fault: ours
+    return absl::InternalError(absl::StrCat("replica ", route->worker_id,
+                                            " refused gpt2d's cluster token: ", status.error_message()));
   return FromGrpcStatus(status);
 }
 

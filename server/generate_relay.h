@@ -17,8 +17,9 @@ namespace gpt2 {
 
 class GenerateRelay final : public v1::GenerateService::Service {
  public:
-  GenerateRelay(Coordinator& coordinator, RpcGuard guard, GenerateMetrics& metrics)
-      : coordinator_(coordinator), guard_(std::move(guard)), metrics_(metrics) {}
+  // `replica_token`: what the relay presents to replicas (the cluster token; empty: none).
+  GenerateRelay(Coordinator& coordinator, RpcGuard guard, GenerateMetrics& metrics, std::string replica_token = "")
+      : coordinator_(coordinator), guard_(std::move(guard)), metrics_(metrics), replica_token_(std::move(replica_token)) {}
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req, v1::CompleteResponse* resp) override;
@@ -35,6 +36,7 @@ class GenerateRelay final : public v1::GenerateService::Service {
   Coordinator& coordinator_;
   RpcGuard guard_;
   GenerateMetrics& metrics_;
+  const std::string replica_token_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::GenerateService::Stub>> stubs_;  // by replica address
 };

@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   gpt2::WorkerServiceImpl workers(coordinator, gpt2::RpcGuard(metrics, cluster_token));
   gpt2::DeploymentServiceImpl deployments(coordinator, gpt2::RpcGuard(metrics, auth_token));
   gpt2::GenerateMetrics generate_metrics(*metrics.registry());
-  gpt2::GenerateRelay generate(coordinator, gpt2::RpcGuard(metrics, auth_token), generate_metrics);
+  gpt2::GenerateRelay generate(coordinator, gpt2::RpcGuard(metrics, auth_token), generate_metrics, cluster_token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -203,6 +203,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--served-model-name", serve.served_model_name, "The model's id in the OpenAI API")
       ->capture_default_str();
+  std::string serve_token_file;
+  serve_cmd->add_option("--auth-token-file", serve_token_file,
+                        "Require \"authorization: Bearer <token>\" with this file's token on gRPC and the OpenAI API "
+                        "(all but health)");
   serve_cmd->add_option("--job-id", serve.job_id, "The training job the checkpoint came from (reported in responses)");
   serve_cmd->add_option(
       "--follow", serve.follow_dir,
@@ -224,6 +228,14 @@ int main(int argc, char** argv) {
         return 2;
       }
       agent.coordinator.token = *t;
+    }
+    if (!serve_token_file.empty()) {
+      absl::StatusOr<std::string> t = gpt2::ReadTokenFile(serve_token_file);
+      if (!t.ok()) {
+        std::cerr << "error: " << t.status().message() << "\n";
+        return 2;
+      }
+      serve.token = *t;
     }
     if (!agent.coordinator.tls_ca_file.empty() || !agent.coordinator.tls_cert_file.empty())
       agent.coordinator.tls = true;

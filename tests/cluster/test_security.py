@@ -123,3 +123,126 @@ def test_mutual_tls_requires_a_client_certificate_signed_by_the_ca(tmp_path):
         assert out.returncode == 0, out.stderr
     finally:
         c.stop()
+
+
+def every_method(service_names=None):
+    """(service full name, method descriptor, request class) for every RPC in proto/gpt2d/v1, read
+    from the compiled descriptors, so that a new method is covered without editing this test."""
+    import importlib
+    from google.protobuf import message_factory
+    out = []
+    for proto in sorted((cl.ROOT / "proto" / "gpt2d" / "v1").glob("*.proto")):
+        module = importlib.import_module(f"gpt2d.v1.{proto.stem}_pb2")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            if service_names is None or service.name in service_names:
+                for m in service.methods:
+                    out.append((service.full_name, m, message_factory.GetMessageClass(m.input_type)))
+    return out
+
+
+def call_method(channel, service, method, request_class, metadata):
+    """Calls `method` with an empty request; returns its status code (OK when it succeeded)."""
+    path = f"/{service}/{method.name}"
+    ser, de = request_class.SerializeToString, (lambda b: b)
+    try:
+        if method.client_streaming:  # WorkerService.Connect: one empty message, then read
+            responses = channel.stream_stream(path, ser, de)(iter([request_class()]), metadata=metadata, timeout=5)
+            next(iter(responses), None)
+        elif method.server_streaming:
+            list(channel.unary_stream(path, ser, de)(request_class(), metadata=metadata, timeout=5))
+        else:
+            channel.unary_unary(path, ser, de)(request_class(), metadata=metadata, timeout=5)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+WRONG = ([], [("authorization", "Bearer wrong")], [("authorization", "Bearer " + TOKEN + "x")])
+
+
+def test_every_method_of_every_process_refuses_a_missing_or_wrong_token(tmp_path):
+    """gpt2d (every service), a worker's replica port, and `gpt2-worker serve --auth-token-file`
+    (gRPC and its OpenAI API): no token or a wrong one is UNAUTHENTICATED / 401 on every method,
+    health and metrics excepted (docs/reliability.md says what those expose)."""
+    model = tmp_path / "step_00000001"
+    subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                    "--n-positions", "64", "--seed", "1", "--out", str(model)], check=True, capture_output=True)
+    c = cl.Cluster(tmp_path / "c", token=TOKEN)
+    serve = None
+    try:
+        c.start_gpt2d()
+        c.start_worker("w0")
+        from gpt2d.v1 import cluster_pb2, cluster_pb2_grpc, generate_pb2, generate_pb2_grpc
+        deployments = cluster_pb2_grpc.DeploymentServiceStub(c.channel())
+        deployments.CreateDeployment(cluster_pb2.CreateDeploymentRequest(
+            deployment=cluster_pb2.Deployment(name="default", checkpoint=str(model))), metadata=c.metadata(), timeout=10)
+        cl.wait_for(lambda: deployments.GetDeployment(cluster_pb2.GetDeploymentRequest(name="default"),
+                                                      metadata=c.metadata(), timeout=10).ready_replicas == 1,
+                    120, "a ready replica")
+        methods = every_method()
+        assert len(methods) >= 15 and any(m.name == "Connect" for _, m, _ in methods)
+        for service, method, request in methods:
+            for md in WRONG:
+                assert call_method(c.channel(), service, method, request, md) == grpc.StatusCode.UNAUTHENTICATED, \
+                    (service, method.name, md)
+
+        # The replica's own port takes the cluster token (gpt2d's relay presents it: Generate works).
+        worker = c.cluster().GetWorker(cluster_pb2.GetWorkerRequest(id="w0"), metadata=c.metadata(), timeout=5)
+        assert worker.serve_address
+        replica = grpc.insecure_channel(worker.serve_address)
+        generate_methods = every_method({"GenerateService"})
+        for service, method, request in generate_methods:
+            for md in WRONG:
+                assert call_method(replica, service, method, request, md) == grpc.StatusCode.UNAUTHENTICATED, \
+                    (method.name, md)
+        req = generate_pb2.GenerateRequest(prompt="Hello", sampling=generate_pb2.SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+        direct = generate_pb2_grpc.GenerateServiceStub(replica).Complete(req, metadata=c.metadata(), timeout=30)
+        relayed = generate_pb2_grpc.GenerateServiceStub(c.channel()).Complete(req, metadata=c.metadata(), timeout=30)
+        assert list(direct.choices[0].token_ids) == list(relayed.choices[0].token_ids) and len(relayed.choices[0].token_ids) == 2
+
+        # HTTP: the OpenAI API needs the token on every endpoint but /health; /metrics is open.
+        def http(port, method, path, body=None, token=None):
+            import http.client
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            headers = {"Content-Type": "application/json"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            return r.status
+
+        endpoints = [("GET", "/v1/models", None), ("GET", "/v1/models/default", None),
+                     ("POST", "/v1/completions", '{"prompt": "a", "max_tokens": 1}'),
+                     ("POST", "/tokenize", '{"prompt": "a"}'), ("POST", "/detokenize", '{"tokens": [64]}'),
+                     ("GET", "/tokenizer_info", None)]
+
+        def check_http(port):
+            for method, path, body in endpoints:
+                for token in (None, "wrong"):
+                    assert http(port, method, path, body, token) == 401, (port, path, token)
+                assert http(port, method, path, body, TOKEN) in (200, 404), (port, path)  # 404: a model id it lacks
+            assert http(port, "GET", "/health") == 200
+
+        check_http(c.openai_port)
+        assert cl.http_get(c.http_port, "/metrics")[0] == 200
+
+        # `gpt2-worker serve` on its own, with --auth-token-file: gRPC and its OpenAI API alike.
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN + "\n")
+        port, openai_port, http_port = cl.free_port(), cl.free_port(), cl.free_port()
+        serve = cl.Proc("serve", [cl.WORKER, "serve", "--model", model, "--listen", f"127.0.0.1:{port}",
+                                  "--openai-listen", f"127.0.0.1:{openai_port}", "--http-listen",
+                                  f"127.0.0.1:{http_port}", "--auth-token-file", token_file], tmp_path).start()
+        cl.wait_for(lambda: not serve.alive() or c._http_ok(http_port), 60, "gpt2-worker serve")
+        assert serve.alive(), serve.output()
+        alone = grpc.insecure_channel(f"127.0.0.1:{port}")
+        for service, method, request in generate_methods:
+            for md in WRONG:
+                assert call_method(alone, service, method, request, md) == grpc.StatusCode.UNAUTHENTICATED
+        assert generate_pb2_grpc.GenerateServiceStub(alone).Complete(req, metadata=c.metadata(), timeout=30).choices
+        check_http(openai_port)
+    finally:
+        if serve:
+            serve.stop()
+        c.stop()

@@ -176,7 +176,8 @@ class Agent {
     absl::StatusOr<Tokenizer> tok = LoadTokenizer(opts_.vocab);
     if (!tok.ok()) return Fail(std::string(tok.status().message()));
     ServeMetrics serve_metrics(metrics_.registry());
-    GenerateServiceImpl generate([this]() { return ServingNow(); }, *tok, serve_metrics);
+    // Its port takes the cluster token too: gpt2d's relay presents it, nobody else has it.
+    GenerateServiceImpl generate([this]() { return ServingNow(); }, *tok, serve_metrics, opts_.coordinator.token);
     grpc::ServerBuilder builder;
     int serve_port = 0;
     builder.AddListeningPort(opts_.serve_listen, grpc::InsecureServerCredentials(), &serve_port);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "worker/serve/completion_request.h"
+#include "common/server_credentials.h"
 #include "worker/serve/token_stream.h"
 #include "worker/tokenizer/stream_decoder.h"
 
@@ -82,8 +83,8 @@ struct ChoiceState {
 
 }  // namespace
 
-GenerateServiceImpl::GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics)
-    : source_(std::move(source)), tokenizer_(std::move(tokenizer)), metrics_(metrics) {
+GenerateServiceImpl::GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics, std::string token)
+    : source_(std::move(source)), tokenizer_(std::move(tokenizer)), token_(std::move(token)), metrics_(metrics) {
   poller_ = std::thread([this] {
     while (!stop_) {
       absl::StatusOr<Replica::Current> cur = source_();
@@ -105,6 +106,7 @@ GenerateServiceImpl::~GenerateServiceImpl() {
 grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::GenerateRequest& req,
                                         const std::function<bool(const v1::GenerateResponse&)>& emit) {
   const auto arrived = Clock::now();
+  if (absl::Status auth = CheckBearerToken(*ctx, token_); !auth.ok()) return ToGrpcStatus(auth);
   absl::StatusOr<Replica::Current> source = source_();
   if (!source.ok()) return ToGrpcStatus(source.status());
   const Replica::Current cur = *std::move(source);  // held to the end: a hot-load never changes it

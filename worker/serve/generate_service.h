@@ -27,7 +27,9 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
   // What requests run on: the replica's current engine when a request arrives, held to its end;
   // an error status (e.g. UNAVAILABLE: nothing is served yet) refuses the request.
   using Source = std::function<absl::StatusOr<Replica::Current>()>;
-  GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics);
+  // `token` non-empty: every call must carry "authorization: Bearer <token>" (UNAUTHENTICATED
+  // otherwise; in a cluster the cluster token, which gpt2d's relay presents).
+  GenerateServiceImpl(Source source, Tokenizer tokenizer, ServeMetrics& metrics, std::string token = "");
   ~GenerateServiceImpl() override;
 
   grpc::Status Generate(grpc::ServerContext* ctx, const gpt2d::v1::GenerateRequest* req,
@@ -42,6 +44,7 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
 
   Source source_;
   Tokenizer tokenizer_;
+  const std::string token_;
   ServeMetrics& metrics_;
   std::atomic<bool> stop_{false};
   std::thread poller_;  // engine gauges for /metrics

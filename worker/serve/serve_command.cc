@@ -40,7 +40,8 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
   if (!replica.ok()) return Fail(std::string(replica.status().message()));
 
   Replica* r = replica->get();
-  GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics);
+  GenerateServiceImpl service([r]() -> absl::StatusOr<Replica::Current> { return r->current(); }, *tok, metrics,
+                              o.token);
   if (!o.follow_dir.empty()) (*replica)->FollowReported(o.follow_dir, metrics);
   std::unique_ptr<HttpServer> http;
   if (!o.http_listen.empty()) {
@@ -62,6 +63,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
     oo.listen = o.openai_listen;
     oo.channel = server->InProcessChannel(grpc::ChannelArguments());
     oo.tokenizer = std::make_shared<const Tokenizer>(*tok);
+    oo.token = o.token;
     oo.max_context = r->current().engine->max_context();
     oo.refused = [&metrics](const std::string& code) { metrics.Request("openai", code); };
     const auto started = std::chrono::system_clock::now();

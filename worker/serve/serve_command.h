@@ -21,6 +21,7 @@ struct ServeOptions {
   std::string follow_dir;  // hot-load each newer step_* that appears here (a job's checkpoint dir)
   std::string openai_listen;  // the OpenAI-compatible HTTP API (common/openai_server.h); empty: none
   std::string served_model_name = "gpt2";  // the model's id in that API
+  std::string token;  // non-empty: required as "authorization: Bearer <token>" on gRPC and HTTP (not /health)
   EngineOptions engine;    // its device is `device`
 };
 
