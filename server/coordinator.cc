@@ -274,7 +274,14 @@ void Coordinator::Receive(const std::string& worker_id, const std::shared_ptr<Wo
   WorkerEntry& w = it->second;
   w.last_seen = Clock::now();
   *w.info.mutable_last_heartbeat() = TimeUtil::GetCurrentTime();
-  if (message.has_heartbeat()) w.serving = message.heartbeat().serving();
+  if (message.has_heartbeat()) {
+    w.serving = message.heartbeat().serving();
+    if (w.ejected && w.serving.ready() && w.last_seen - w.ejected_at >= opts_.replica_ejection) {
+      w.ejected = false;
+      w.relay_failures = 0;
+      Log(absl::StrCat("worker ", worker_id, " serves again: back in routing"));
+    }
+  }
   if (!message.has_rank_event()) return;
   OnRankEvent(w, message.rank_event());
   if (message.rank_event().sequence() > 0) {
@@ -517,7 +524,8 @@ absl::Status Coordinator::DeleteDeployment(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Coordinator::Route> Coordinator::PickReplica(const std::string& deployment) {
+absl::StatusOr<Coordinator::Route> Coordinator::PickReplica(const std::string& deployment,
+                                                            const std::set<std::string>& exclude) {
   std::lock_guard lock(mu_);
   std::string name = deployment;
   if (name.empty()) {
@@ -535,7 +543,7 @@ absl::StatusOr<Coordinator::Route> Coordinator::PickReplica(const std::string& d
   for (const std::string& id : it->second.worker_ids()) {
     auto w = workers_.find(id);
     if (w == workers_.end() || !w->second.session || !w->second.serving.ready() ||
-        w->second.info.serve_address().empty())
+        w->second.info.serve_address().empty() || w->second.ejected || exclude.count(id))
       continue;
     const int64_t load = w->second.serving.active() + w->second.serving.queued() + w->second.inflight;
     if (!best || load < best_load) {
@@ -552,10 +560,22 @@ absl::StatusOr<Coordinator::Route> Coordinator::PickReplica(const std::string& d
   return Route{best->info.id(), best->info.serve_address()};
 }
 
-void Coordinator::Release(const Route& route) {
+void Coordinator::Release(const Route& route, bool failed) {
   std::lock_guard lock(mu_);
   auto it = workers_.find(route.worker_id);
-  if (it != workers_.end() && it->second.inflight > 0) --it->second.inflight;
+  if (it == workers_.end()) return;
+  WorkerEntry& w = it->second;
+  if (w.inflight > 0) --w.inflight;
+  if (!failed) {
+    w.relay_failures = 0;
+    return;
+  }
+  if (++w.relay_failures >= kFailuresToEject && !w.ejected) {
+    w.ejected = true;
+    w.ejected_at = Clock::now();
+    Log(absl::StrCat("worker ", route.worker_id, " failed ", w.relay_failures,
+                     " requests in a row: out of routing until it reports serving again"));
+  }
 }
 
 void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {

@@ -41,6 +41,8 @@ struct CoordinatorOptions {
   std::chrono::milliseconds recovery_grace{20000};
   // Restarts after a lost worker or a failed rank before the job FAILS.
   int max_restarts = 3;
+  // A replica that failed kFailuresToEject requests in a row stays out of routing at least this long.
+  std::chrono::milliseconds replica_ejection{5000};
   // c10d rendezvous (TCPStore) ports handed to rank 0, one per running job.
   int rendezvous_port_min = 29500, rendezvous_port_max = 29999;
 };
@@ -99,11 +101,16 @@ class Coordinator {
   struct Route {
     std::string worker_id, address;
   };
-  // The least-loaded ready replica of `deployment` (empty: "default", or the only deployment);
-  // counts the request against it until Release. NOT_FOUND for no such deployment, UNAVAILABLE
-  // when none of its replicas is ready.
-  absl::StatusOr<Route> PickReplica(const std::string& deployment);
-  void Release(const Route& route);
+  // The least-loaded ready replica of `deployment` (empty: "default", or the only deployment),
+  // not one of `exclude` (workers a retried request already failed on) nor one taken out of
+  // routing; counts the request against it until Release. NOT_FOUND for no such deployment,
+  // UNAVAILABLE when none of its replicas is ready.
+  absl::StatusOr<Route> PickReplica(const std::string& deployment, const std::set<std::string>& exclude = {});
+  // `failed`: the replica failed the request (UNAVAILABLE from it, not the caller leaving). After
+  // kFailuresToEject failures in a row it is taken out of routing, until a heartbeat at least
+  // options.replica_ejection later says it serves again; a success resets the count.
+  void Release(const Route& route, bool failed = false);
+  static constexpr int kFailuresToEject = 2;
 
  private:
   struct WorkerEntry {
@@ -112,6 +119,9 @@ class Coordinator {
     Clock::time_point last_seen;
     v1::ServeStatus serving;  // from its latest heartbeat
     int64_t inflight = 0;     // requests gpt2d has routed to it and not seen end
+    int relay_failures = 0;   // requests it failed in a row (Release)
+    bool ejected = false;     // out of routing since ejected_at
+    Clock::time_point ejected_at;
   };
   struct ActiveJob {
     v1::Job job;

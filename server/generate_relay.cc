@@ -3,6 +3,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -54,25 +56,37 @@ grpc::Status GenerateRelay::Measured(grpc::ServerContext* ctx, const char* metho
 }
 
 template <typename Call>
-absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call) {
-  absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(deployment);
-  if (!route.ok()) return route.status();
-  grpc::ClientContext out;
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
-  out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
-  PrepareContext(out, replica_token_);  // the cluster's token, not the caller's
-  grpc::Status status;
-  {
-    CancelLink link(ctx, &out);
-    status = call(StubFor(route->address), out);
+absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call,
+                                      const std::function<bool()>& relayed) {
+  std::set<std::string> tried;  // replicas this request failed on
+  absl::Status lost;
+  for (;;) {
+    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(deployment, tried);
+    if (!route.ok()) return tried.empty() ? route.status() : lost;  // no other replica to retry on
+    grpc::ClientContext out;
+    if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
+    out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
+    PrepareContext(out, replica_token_);  // the cluster's token, not the caller's
+    grpc::Status status;
+    {
+      CancelLink link(ctx, &out);
+      status = call(StubFor(route->address), out);
+    }
+    const bool failed = status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled();
+    coordinator_.Release(*route, failed);
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED)  // not the caller's fault: ours
+      return absl::InternalError(absl::StrCat("replica ", route->worker_id,
+                                              " refused gpt2d's cluster token: ", status.error_message()));
+    if (!failed) return FromGrpcStatus(status);
+    if (relayed()) {  // the client has part of the answer: a retry would repeat or change it
+      return absl::UnavailableError(absl::StrCat("replica ", route->worker_id,
+                                                 " was lost mid-stream: ", status.error_message()));
+    }
+    // Nothing reached the client yet: the same request on another replica is invisible to it.
+    lost = absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
+    tried.insert(route->worker_id);
+    metrics_.Retry();
   }
-  coordinator_.Release(*route);
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled())
-    return absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
-  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED)  // not the caller's fault: ours
-    return absl::InternalError(absl::StrCat("replica ", route->worker_id,
-                                            " refused gpt2d's cluster token: ", status.error_message()));
-  return FromGrpcStatus(status);
 }
 
 grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
@@ -80,8 +94,10 @@ grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::Generat
   return Measured(ctx, "Generate", [&]() -> absl::Status {
     const auto arrived = std::chrono::steady_clock::now();
     auto previous = arrived;
-    bool first = true;
-    return OnReplica(ctx, req->deployment(), [&](v1::GenerateService::Stub& stub, grpc::ClientContext& out) {
+    bool first = true, relayed = false;
+    return OnReplica(
+        ctx, req->deployment(),
+        [&](v1::GenerateService::Stub& stub, grpc::ClientContext& out) {
       std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub.Generate(&out, *req);
       v1::GenerateResponse m;
       while (reader->Read(&m)) {
@@ -97,13 +113,15 @@ grpc::Status GenerateRelay::Generate(grpc::ServerContext* ctx, const v1::Generat
           previous = now;
         }
         if (m.done()) metrics_.Tokens(m.usage().prompt_tokens(), m.usage().completion_tokens());
+        relayed = true;
         if (!writer->Write(m)) {
           out.TryCancel();
           break;
         }
       }
       return reader->Finish();
-    });
+        },
+        [&] { return relayed; });
   });
 }
 
@@ -113,8 +131,9 @@ grpc::Status GenerateRelay::Complete(grpc::ServerContext* ctx, const v1::Generat
     return OnReplica(ctx, req->deployment(), [&](v1::GenerateService::Stub& stub, grpc::ClientContext& out) {
       grpc::Status status = stub.Complete(&out, *req, resp);
       if (status.ok()) metrics_.Tokens(resp->usage().prompt_tokens(), resp->usage().completion_tokens());
+      if (!status.ok()) resp->Clear();  // a retry starts from nothing
       return status;
-    });
+    }, [] { return false; });  // a whole completion reaches the client only at its end
   });
 }
 

@@ -3,6 +3,7 @@
 // replica's status (RESOURCE_EXHAUSTED, INVALID_ARGUMENT naming the field, ...) travels back.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,9 +31,12 @@ class GenerateRelay final : public v1::GenerateService::Service {
   template <typename Fn>
   grpc::Status Measured(grpc::ServerContext* ctx, const char* method, Fn&& fn);
   // `call(stub, out)` against a replica of `deployment` picked for this request (counted against
-  // it until the call ends); the client's deadline and cancellation go with `out`.
+  // it until the call ends); the client's deadline and cancellation go with `out`. A replica that
+  // fails (UNAVAILABLE) before `relayed()` is true is replaced by another ready one, each tried
+  // once; after, the call ends UNAVAILABLE saying the replica was lost mid-stream.
   template <typename Call>
-  absl::Status OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call);
+  absl::Status OnReplica(grpc::ServerContext* ctx, const std::string& deployment, Call&& call,
+                         const std::function<bool()>& relayed);
   Coordinator& coordinator_;
   RpcGuard guard_;
   GenerateMetrics& metrics_;

@@ -153,10 +153,11 @@ class Cluster:
         base = 20000 + (os.getpid() % 100) * 100
         return f"{base}-{base + 99}"
 
-    def start_worker(self, name, *, token=None, wait=True):
+    def start_worker(self, name, *, token=None, wait=True, extra=()):
         http = self.worker_http.setdefault(name, free_port())
         args = [WORKER, "run", "--coordinator", self.address, "--device", "cpu", "--id", name,
-                "--advertise-host", "127.0.0.1", "--http-listen", f"127.0.0.1:{http}", "--collective-timeout", "20"]
+                "--advertise-host", "127.0.0.1", "--http-listen", f"127.0.0.1:{http}", "--collective-timeout", "20",
+                *extra]
         tok = token if token is not None else self.token
         if tok:
             args += ["--token", tok]

@@ -74,3 +74,86 @@ def test_killed_gpt2d_recovers_its_history_and_the_job_completes(cluster, shards
     assert steps == list(range(1, STEPS + 1)), "step reports made while gpt2d was down were delivered later"
     assert any("gpt2d restarted" in e.message for e in events if e.HasField("message"))
     assert_same_weights(reference, load_file(str(cl.final_checkpoint(cluster.root, job.id) / "model.safetensors")))
+
+
+def test_requests_survive_a_dying_replica(tmp_path):
+    """Two replicas of 4 slots under 32 concurrent streams; kill -9 one: its requests that had not
+    answered yet complete on the other (a retry the client cannot see), the ones mid-stream end
+    UNAVAILABLE saying the replica was lost, none hangs, later requests all succeed, and the
+    deployment is refilled from the idle worker."""
+    import subprocess
+    import threading
+
+    import grpc
+    from gpt2d.v1 import cluster_pb2, cluster_pb2_grpc, generate_pb2, generate_pb2_grpc
+
+    model = tmp_path / "step_00000001"
+    subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "2", "--n-head", "2", "--n-embd", "64",
+                    "--n-positions", "128", "--seed", "1", "--out", str(model)], check=True, capture_output=True)
+    c = cl.Cluster(tmp_path / "c")
+    try:
+        c.start_gpt2d()
+        for name in ("w0", "w1", "w2"):
+            c.start_worker(name, extra=["--max-slots", "4"])
+        deployments = cluster_pb2_grpc.DeploymentServiceStub(c.channel())
+        get = lambda: deployments.GetDeployment(cluster_pb2.GetDeploymentRequest(name="default"),
+                                                metadata=c.metadata(), timeout=10)
+        deployments.CreateDeployment(cluster_pb2.CreateDeploymentRequest(
+            deployment=cluster_pb2.Deployment(name="default", checkpoint=str(model), replicas=2)),
+            metadata=c.metadata(), timeout=10)
+        cl.wait_for(lambda: get().ready_replicas == 2, 120, "two ready replicas")
+        serving = list(get().worker_ids)
+        idle = ({"w0", "w1", "w2"} - set(serving)).pop()
+        victim = serving[0]
+
+        stub = generate_pb2_grpc.GenerateServiceStub(c.channel())
+        results, streaming, lock = {}, set(), threading.Lock()
+        both_busy = threading.Event()  # 8 streams have tokens: each replica's 4 slots are streaming
+
+        def run(i):
+            req = generate_pb2.GenerateRequest(prompt=f"Request {i}:", sampling=generate_pb2.SamplingParams(
+                max_tokens=100, temperature=0, ignore_eos=True))
+            got = 0
+            try:
+                for m in stub.Generate(req, timeout=120):
+                    got += len(m.token_ids)
+                    with lock:
+                        streaming.add(i)
+                        if len(streaming) >= 8:
+                            both_busy.set()
+                results[i] = ("OK", got, "")
+            except grpc.RpcError as e:
+                results[i] = (e.code().name, got, e.details())
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        assert both_busy.wait(60), "8 streams did not start"
+        c.workers[victim].kill9()
+        later = [threading.Thread(target=run, args=(100 + i,)) for i in range(8)]
+        for t in later:
+            t.start()
+        for t in threads + later:
+            t.join(180)
+            assert not t.is_alive(), "a request hangs"
+        failed = {i: r for i, r in results.items() if r[0] != "OK"}
+        for i, (code, got, details) in failed.items():
+            assert code == "UNAVAILABLE" and got > 0 and "lost mid-stream" in details, (i, code, got, details)
+        assert all(results[100 + i] == ("OK", 100, "") for i in range(8)), results
+        ok = [r for r in results.values() if r[0] == "OK"]
+        assert all(got == 100 for _, got, _ in ok)
+        assert 1 <= len(failed) <= 4, failed  # at most the victim's 4 slots were mid-stream
+        # The victim's queued requests (beyond its 4 slots) were retried on the other replica.
+        assert retries_seen(c) >= 1
+        cl.wait_for(lambda: get().ready_replicas == 2 and idle in get().worker_ids, 120,
+                    "the deployment refilled from the idle worker")
+    finally:
+        c.stop()
+
+
+def retries_seen(c):
+    """gpt2d's gpt2_generate_retries_total."""
+    for line in cl.http_get(c.http_port, "/metrics")[1].splitlines():
+        if line.startswith("gpt2_generate_retries_total"):
+            return float(line.rsplit(" ", 1)[1])
+    return None

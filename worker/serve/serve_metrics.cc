@@ -32,7 +32,12 @@ GenerateMetrics::GenerateMetrics(prometheus::Registry& reg)
                   .Help("Tokens processed, by kind: prompt or completion.")
                   .Register(reg)),
       prompt_tokens_(tokens_.Add({{"kind", "prompt"}})),
-      completion_tokens_(tokens_.Add({{"kind", "completion"}})) {
+      completion_tokens_(tokens_.Add({{"kind", "completion"}})),
+      retries_(prometheus::BuildCounter()
+                   .Name("gpt2_generate_retries_total")
+                   .Help("Requests gpt2d moved to another replica after the first failed before answering.")
+                   .Register(reg)
+                   .Add({})) {
   // Exported at 0 from the start, so that rate() sees the first successful requests (a series
   // born with its first increment has no earlier sample to rise from).
   for (const char* api : {"grpc", "openai"}) requests_.Add({{"api", api}, {"code", "OK"}});
@@ -75,6 +80,7 @@ void GenerateMetrics::Tokens(int64_t prompt, int64_t completion) {
   prompt_tokens_.Increment(static_cast<double>(prompt));
   completion_tokens_.Increment(static_cast<double>(completion));
 }
+void GenerateMetrics::Retry() { retries_.Increment(); }
 void ServeMetrics::Engine(int64_t batch_size, int64_t queue_depth, double kv_cache_usage) {
   batch_.Set(static_cast<double>(batch_size));
   queue_.Set(static_cast<double>(queue_depth));

@@ -29,12 +29,16 @@ class GenerateMetrics {
   void InterToken(double seconds);
   void Duration(double seconds);
   void Tokens(int64_t prompt, int64_t completion);
+  // gpt2d: a request moved to another replica after its first failed before answering
+  // (gpt2_generate_retries_total).
+  void Retry();
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Histogram &ttft_, &itl_, &duration_;
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Counter &prompt_tokens_, &completion_tokens_;
+  prometheus::Counter& retries_;
 };
 
 // A replica's: the above, and its engine and checkpoint.
