@@ -177,11 +177,21 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " already ended (", StateName(job->state()), "); nothing to cancel"));
   }
+  // On disk first: if the store refuses, nothing changes (the ranks keep running) and the caller
+  // hears why.
   ActiveJob& aj = it->second;
+  const v1::Job before = aj.job;
+  (void)TakeStoreError();
+  SetState(aj, v1::JOB_STATE_CANCELLED, "");
+  if (absl::Status s = TakeStoreError(); !s.ok()) {
+    aj.job = before;
+    UpdateCountMetrics();
+    return absl::Status(s.code(), absl::StrCat("job ", job_id, " not cancelled: ", s.message()));
+  }
   CancelRanks(aj);
-  v1::Job job = aj.job;
-  Finish(aj, v1::JOB_STATE_CANCELLED, "cancelled by request");
-  return store_.GetJob(job.id());
+  const std::string id = aj.job.id();
+  Finish(aj, v1::JOB_STATE_CANCELLED, "cancelled by request", /*recorded=*/true);
+  return store_.GetJob(id);
 }
 
 void Coordinator::WaitForEvents(const std::string& job_id, int64_t after_sequence, Clock::time_point deadline) {
@@ -427,7 +437,7 @@ void Coordinator::ScheduleDeployments() {
       Log(absl::StrCat("worker ", wid, " serves deployment ", name, " from ", a.checkpoint()));
     }
     if (changed) {
-      if (absl::Status s = store_.PutDeployment(d); !s.ok()) Log(std::string(s.message()));
+      if (absl::Status s = store_.PutDeployment(d); !s.ok()) Refused(s);
     }
   }
 }
@@ -440,7 +450,7 @@ void Coordinator::RemoveFromDeployment(const std::string& worker_id, const std::
   auto pos = std::find(ids->begin(), ids->end(), worker_id);
   if (pos == ids->end()) return;
   ids->erase(pos);
-  if (absl::Status s = store_.PutDeployment(d); !s.ok()) Log(std::string(s.message()));
+  if (absl::Status s = store_.PutDeployment(d); !s.ok()) Refused(s);
 }
 
 v1::Deployment Coordinator::WithStatus(const v1::Deployment& d) {
@@ -629,10 +639,10 @@ void Coordinator::OnRankEvent(WorkerEntry& w, const v1::RankEvent& e) {
       aj.last_checkpoint_step = std::max(aj.last_checkpoint_step, c.step());
       c.set_job_id(job.id());
       if (!c.has_created_at()) *c.mutable_created_at() = TimeUtil::GetCurrentTime();
-      if (absl::Status s = store_.PutCheckpoint(c); !s.ok()) Log(std::string(s.message()));
+      if (absl::Status s = store_.PutCheckpoint(c); !s.ok()) Refused(s);
       if (e.retained_checkpoints_size() > 0) {
         std::vector<std::string> kept(e.retained_checkpoints().begin(), e.retained_checkpoints().end());
-        if (absl::Status s = store_.RetainCheckpoints(job.id(), kept); !s.ok()) Log(std::string(s.message()));
+        if (absl::Status s = store_.RetainCheckpoints(job.id(), kept); !s.ok()) Refused(s);
       }
       if (repeat) return;  // stored again above (same step, same path); no second event
       *ev.mutable_checkpoint() = std::move(c);
@@ -685,13 +695,17 @@ void Coordinator::FailAttempt(ActiveJob& aj, const std::string& reason, bool ret
   Log(absl::StrCat(job.id(), ": ", reason, "; restarting"));
 }
 
-void Coordinator::Finish(ActiveJob& aj, v1::JobState state, const std::string& reason) {
+void Coordinator::Finish(ActiveJob& aj, v1::JobState state, const std::string& reason, bool recorded) {
   v1::Job& job = aj.job;
   const std::string id = job.id();
   if (state == v1::JOB_STATE_FAILED) job.set_failure_reason(reason);
   *job.mutable_finished_at() = TimeUtil::GetCurrentTime();
-  SetState(aj, state, reason);
-  if (absl::Status s = store_.ThinStepEvents(id, job.max_steps(), 1000); !s.ok()) Log(std::string(s.message()));
+  if (recorded) {
+    if (!reason.empty()) Note(aj, reason);
+  } else {
+    SetState(aj, state, reason);
+  }
+  if (absl::Status s = store_.ThinStepEvents(id, job.max_steps(), 1000); !s.ok()) Refused(s);
   metrics_.ForgetJob(id);
   Log(absl::StrCat(id, " ", StateName(state), reason.empty() ? "" : ": " + reason));
   active_.erase(id);
@@ -737,13 +751,25 @@ void Coordinator::SetWorkerState(WorkerEntry& w, v1::WorkerState state, const st
   w.info.set_job_id(job_id);
   w.info.set_rank(rank);
   w.info.set_deployment(deployment);
-  if (absl::Status s = store_.PutWorker(w.info); !s.ok()) Log(std::string(s.message()));
+  if (absl::Status s = store_.PutWorker(w.info); !s.ok()) Refused(s);
   UpdateCountMetrics();
+}
+
+void Coordinator::Refused(const absl::Status& status) {
+  Log(absl::StrCat("the job store refused a write: ", status.message()));
+  metrics_.StoreWriteFailed();
+  if (store_error_.ok()) store_error_ = status;
+}
+
+absl::Status Coordinator::TakeStoreError() {
+  absl::Status s = std::move(store_error_);
+  store_error_ = absl::OkStatus();
+  return s;
 }
 
 void Coordinator::Record(ActiveJob& aj, v1::JobEvent event) {
   absl::StatusOr<v1::JobEvent> stored = store_.AppendEvent(&aj.job, std::move(event));
-  if (!stored.ok()) Log(absl::StrCat(aj.job.id(), ": ", stored.status().message()));
+  if (!stored.ok()) Refused(stored.status());
   events_cv_.notify_all();
 }
 

@@ -138,7 +138,8 @@ class Coordinator {
   void OnRankEvent(WorkerEntry& worker, const v1::RankEvent& e);
   // A rank failed or its worker was lost: restart the group (or FAIL the job past max_restarts).
   void FailAttempt(ActiveJob& aj, const std::string& reason, bool retryable, bool counts_as_restart = true);
-  void Finish(ActiveJob& aj, v1::JobState state, const std::string& reason);
+  // `recorded`: the terminal state's event is already in the store (Cancel writes it first).
+  void Finish(ActiveJob& aj, v1::JobState state, const std::string& reason, bool recorded = false);
   void CancelRanks(ActiveJob& aj);
   void LoseWorker(WorkerEntry& worker, const std::string& reason);
   void SetWorkerState(WorkerEntry& worker, v1::WorkerState state, const std::string& job_id = "", int rank = 0,
@@ -147,6 +148,11 @@ class Coordinator {
   v1::Deployment WithStatus(const v1::Deployment& d);
   void RemoveFromDeployment(const std::string& worker_id, const std::string& deployment);
   void Record(ActiveJob& aj, v1::JobEvent event);
+  // A store write that failed inside an operation: logged, counted, and kept (the first of the
+  // operation) so that the public method that acknowledges the change can return it instead.
+  void Refused(const absl::Status& status);
+  absl::Status TakeStoreError();
+  absl::Status store_error_;
   void SetState(ActiveJob& aj, v1::JobState state, const std::string& message = "");
   void Note(ActiveJob& aj, const std::string& message);
   int TakePort();

@@ -33,7 +33,14 @@ ServerMetrics::ServerMetrics()
       job_hellaswag_(
           Gauge(*registry_, "gpt2_job_hellaswag_accuracy", "The job's latest HellaSwag accuracy (acc_norm).")),
       job_restarts_(Gauge(*registry_, "gpt2_job_restarts",
-                          "Times the job's group was restarted from its last checkpoint after a lost rank.")) {}
+                          "Times the job's group was restarted from its last checkpoint after a lost rank.")),
+      store_write_failures_(prometheus::BuildCounter()
+                                .Name("gpt2_store_write_failures_total")
+                                .Help("Writes the job store (SQLite) refused: locked, read-only, full disk.")
+                                .Register(*registry_)
+                                .Add({})) {}
+
+void ServerMetrics::StoreWriteFailed() { store_write_failures_.Increment(); }
 
 void ServerMetrics::SetJobCounts(const std::map<std::string, int64_t>& by_state) {
   std::lock_guard lock(mu_);

@@ -33,6 +33,8 @@ class ServerMetrics {
   // Group restarts of an active job so far (gpt2_job_restarts).
   void SetJobRestarts(const std::string& job, int restarts);
   void ForgetJob(const std::string& job);
+  // A write the job store refused (gpt2_store_write_failures_total).
+  void StoreWriteFailed();
 
  private:
   prometheus::Gauge& JobGauge(prometheus::Family<prometheus::Gauge>& family, const std::string& job);
@@ -43,6 +45,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& rpc_seconds_;
   prometheus::Family<prometheus::Gauge>&job_step_, &job_max_steps_, &job_loss_, &job_val_loss_, &job_lr_,
       &job_grad_norm_, &job_tokens_per_second_, &job_mfu_, &job_hellaswag_, &job_restarts_;
+  prometheus::Counter& store_write_failures_;
   std::mutex mu_;
 };
 

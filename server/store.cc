@@ -48,8 +48,19 @@ CREATE TABLE IF NOT EXISTS workers (
 ) WITHOUT ROWID;
 )sql";
 
+// A refused write says why, in the code a caller can act on: UNAVAILABLE for a database that is
+// locked, read-only or failing I/O (retry later), RESOURCE_EXHAUSTED for a full disk.
 absl::Status Error(sqlite3* db, const std::string& what) {
-  return absl::InternalError(absl::StrCat("job store: ", what, ": ", sqlite3_errmsg(db)));
+  const std::string message = absl::StrCat("job store: ", what, ": ", sqlite3_errmsg(db));
+  switch (sqlite3_errcode(db) & 0xff) {
+    case SQLITE_FULL: return absl::ResourceExhaustedError(message);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN: return absl::UnavailableError(message);
+    default: return absl::InternalError(message);
+  }
 }
 
 // One prepared statement; binds by position (1-based), steps, finalizes on destruction.
@@ -137,7 +148,7 @@ bool IsTerminal(v1::JobState state) {
   return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
 }
 
-absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, int busy_timeout_ms) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
       SQLITE_OK) {
@@ -146,7 +157,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
     return absl::UnavailableError(absl::StrCat("cannot open the database ", path, ": ", msg));
   }
   std::unique_ptr<JobStore> store(new JobStore(db));
-  sqlite3_busy_timeout(db, 5000);
+  sqlite3_busy_timeout(db, busy_timeout_ms);
   // WAL: readers never block the writer; synchronous=FULL so that an acknowledged write survives a
   // power loss, not only a process crash (writes are per event, a few per second at most).
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON", kSchema}) {

@@ -30,7 +30,8 @@ bool IsTerminal(v1::JobState state);
 class JobStore {
  public:
   // Opens (creating when missing) the database at `path`; ":memory:" for tests.
-  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  // A write that finds the database locked retries for busy_timeout_ms, then fails (UNAVAILABLE).
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path, int busy_timeout_ms = 5000);
   ~JobStore();
 
   // Inserts `job` under a new id ("job-000001", ...). With a non-empty idempotency key that was used
