@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 #include <torch/utils.h>
 
+#include <sys/mount.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "worker/train/adamw.h"
@@ -86,6 +89,61 @@ TEST(CheckpointStoreTest, KeepsTheLastAndTheBestAndIsAtomic) {
   // A directory without trainer_state.json is not a checkpoint.
   fs::create_directories(dir / "step_00000050");
   EXPECT_EQ(*store.Latest(), kept[2]);
+  fs::remove_all(dir);
+}
+
+// A full disk while a checkpoint is written (a tmpfs as root; skipped otherwise): the save fails
+// with the OS's reason, leaves no temporary directory to keep the disk full, lists and loads
+// nothing partial, and the earlier checkpoint stays intact and loadable.
+TEST(CheckpointStoreTest, AFullDiskFailsTheSaveCleanlyAndKeepsTheEarlierCheckpoint) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  GPTConfig cfg;
+  cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = 16, cfg.n_positions = 8, cfg.vocab_size = 2048;
+  GPT model(cfg);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
+  AdamW opt(named, {});
+  // One checkpoint's size, measured on an ordinary disk.
+  const fs::path scratch = fs::temp_directory_path() / ("ckpt_size_" + std::to_string(::getpid()));
+  TrainerState s;
+  s.step = 1;
+  s.loader_positions = {{0, 0}};
+  ASSERT_TRUE(CheckpointStore(scratch.string(), 5, false).Save(model, opt, s).ok());
+  uintmax_t bytes = 0;
+  for (const auto& e : fs::recursive_directory_iterator(scratch))
+    if (e.is_regular_file()) bytes += e.file_size();
+  fs::remove_all(scratch);
+
+  const fs::path dir = fs::temp_directory_path() / ("ckpt_full_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string size = "size=" + std::to_string(bytes * 3 / 2 / 4096 * 4096 + 8192);
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, size.c_str()) != 0) {
+    fs::remove_all(dir);
+    GTEST_SKIP() << "cannot mount a tmpfs here";
+  }
+  CheckpointStore store(dir.string(), 5, false);
+  absl::StatusOr<std::string> first = store.Save(model, opt, s);
+  ASSERT_TRUE(first.ok()) << first.status();
+  s.step = 2;
+  absl::StatusOr<std::string> second = store.Save(model, opt, s);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_NE(second.status().message().find("No space left on device"), std::string::npos) << second.status();
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"step_00000001"});  // no .tmp-step_00000002-* left
+  EXPECT_EQ(ListCheckpoints(dir.string()), std::vector<std::string>{*first});
+  EXPECT_EQ(*store.Latest(), *first);
+  GPT loaded(cfg);
+  std::vector<std::pair<std::string, at::Tensor>> loaded_named;
+  for (auto& item : loaded->named_parameters()) loaded_named.emplace_back(item.key(), item.value());
+  AdamW loaded_opt(loaded_named, {});
+  TrainerState st;
+  ASSERT_TRUE(LoadTrainingCheckpoint(*first, loaded, loaded_opt, &st).ok());
+  EXPECT_EQ(st.step, 1);
+  auto want = model->named_parameters();
+  for (auto& item : loaded->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), want[item.key()])) << item.key();
+  ::umount(dir.c_str());
   fs::remove_all(dir);
 }
 

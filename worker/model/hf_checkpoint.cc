@@ -170,11 +170,7 @@ absl::Status SaveHfModel(GPT& model, const std::string& dir) {
     out.emplace_back(name, t);
   }
   if (absl::Status s = WriteTensors((fs::path(dir) / "model.safetensors").string(), out); !s.ok()) return s;
-  std::ofstream cfg_out(fs::path(dir) / "config.json", std::ios::trunc);
-  cfg_out << ConfigToHfJson(cfg);
-  cfg_out.flush();
-  if (!cfg_out) return absl::DataLossError(absl::StrCat("cannot write ", dir, "/config.json"));
-  return absl::OkStatus();
+  return WriteFileBytes((fs::path(dir) / "config.json").string(), ConfigToHfJson(cfg));
 }
 
 }  // namespace gpt2

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -217,15 +216,44 @@ absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToW
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data region 8-byte aligned
   const uint64_t header_len = text.size();
 
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
-  out.write(reinterpret_cast<const char*>(&header_len), 8);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  for (const TensorToWrite& t : tensors) {
-    out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
+  std::vector<std::string_view> parts = {std::string_view(reinterpret_cast<const char*>(&header_len), 8), text};
+  for (const TensorToWrite& t : tensors)
+    parts.emplace_back(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size());
+  return WriteFileParts(path, parts);
+}
+
+namespace {
+
+absl::Status WriteError(const std::string& what, const std::string& path, int err) {
+  const std::string message = absl::StrCat(what, " ", path, ": ", strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(message);
+  return absl::DataLossError(message);
+}
+
+}  // namespace
+
+absl::Status WriteFileParts(const std::string& path, std::span<const std::string_view> parts) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return WriteError("cannot create", path, errno);
+  for (std::string_view part : parts) {
+    while (!part.empty()) {
+      const ssize_t n = ::write(fd, part.data(), part.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        ::close(fd);
+        ::unlink(path.c_str());
+        return WriteError("cannot write", path, err);
+      }
+      part.remove_prefix(static_cast<size_t>(n));
+    }
   }
-  out.flush();
-  if (!out) return absl::DataLossError(absl::StrCat("short write to ", path));
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    return WriteError("cannot write", path, err);
+  }
   return absl::OkStatus();
 }
 

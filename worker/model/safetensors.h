@@ -72,6 +72,14 @@ struct TensorToWrite {
   std::span<const std::byte> bytes;  // numel * DTypeSize(dtype) bytes, row-major little-endian
 };
 
+// Writes `parts`, one after another, to `path` (created or truncated) and closes it. Errors carry
+// the OS's reason and name the file: RESOURCE_EXHAUSTED for a full disk or quota ("No space left
+// on device"), PERMISSION_DENIED, else DATA_LOSS; the partial file is removed.
+absl::Status WriteFileParts(const std::string& path, std::span<const std::string_view> parts);
+inline absl::Status WriteFileBytes(const std::string& path, std::string_view bytes) {
+  return WriteFileParts(path, std::span<const std::string_view>(&bytes, 1));
+}
+
 // Writes the tensors in the order given. The file is written to `path` directly; callers that need
 // atomicity write into a temporary directory and rename it (see CheckpointWriter).
 absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToWrite> tensors,

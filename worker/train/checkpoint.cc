@@ -9,9 +9,10 @@
 #include <mutex>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/model/hf_checkpoint.h"
+#include "worker/model/safetensors.h"
 #include "worker/model/tensor_file.h"
 
 namespace gpt2 {
@@ -29,14 +31,32 @@ constexpr char kOptimizerPath[] = "optimizer.safetensors";
 
 std::string StepName(int64_t step) { return absl::StrFormat("step_%08d", step); }
 
-// Flushes a file or directory to disk so the rename that publishes it is durable.
-void Fsync(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+// Flushes a file or directory to disk so the rename that publishes it is durable. A file system
+// may report a full disk only here (delayed allocation), so the error is the OS's.
+absl::Status Fsync(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::DataLossError(absl::StrCat("cannot open ", p.string(), ": ", strerror(errno)));
+  const int rc = ::fsync(fd), err = errno;
+  ::close(fd);
+  if (rc == 0) return absl::OkStatus();
+  const std::string message = absl::StrCat("cannot sync ", p.string(), ": ", strerror(err));
+  return err == ENOSPC || err == EDQUOT ? absl::ResourceExhaustedError(message) : absl::DataLossError(message);
 }
+
+// Removes a step's temporary directory unless the step was published: a failed save (a full disk)
+// leaves nothing behind that would keep the disk full.
+class TempDirGuard {
+ public:
+  explicit TempDirGuard(fs::path dir) : dir_(std::move(dir)) {}
+  ~TempDirGuard() {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  void Published() { dir_.clear(); }
+
+ private:
+  fs::path dir_;
+};
 
 }  // namespace
 
@@ -108,6 +128,7 @@ absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optim
   const fs::path final_dir = fs::path(dir_) / StepName(state.step);
   const fs::path tmp = fs::path(dir_) / absl::StrCat(".tmp-", StepName(state.step), "-", ::getpid());
   fs::remove_all(tmp, ec);
+  TempDirGuard guard(tmp);
 
   if (absl::Status s = SaveHfModel(model, tmp.string()); !s.ok()) return s;
   if (absl::Status s = WriteTensors((tmp / kOptimizerPath).string(), optimizer.State()); !s.ok()) return s;
@@ -120,17 +141,15 @@ absl::StatusOr<std::string> CheckpointStore::Save(GPT& model, const AdamW& optim
         at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))).get_state();
     st.rng_cuda.push_back(absl::Base64Escape(absl::string_view(static_cast<const char*>(g.data_ptr()), g.nbytes())));
   }
-  {
-    std::ofstream out(tmp / kTrainerStateFile);
-    out << TrainerStateToJson(st);
-    if (!out.flush()) return absl::DataLossError(absl::StrCat("cannot write ", (tmp / kTrainerStateFile).string()));
-  }
-  for (const auto& e : fs::directory_iterator(tmp)) Fsync(e.path());
-  Fsync(tmp);
+  if (absl::Status s = WriteFileBytes((tmp / kTrainerStateFile).string(), TrainerStateToJson(st)); !s.ok()) return s;
+  for (const auto& e : fs::directory_iterator(tmp))
+    if (absl::Status s = Fsync(e.path()); !s.ok()) return s;
+  if (absl::Status s = Fsync(tmp); !s.ok()) return s;
   if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-run of the same step replaces it
   fs::rename(tmp, final_dir, ec);
   if (ec) return absl::DataLossError(absl::StrCat("cannot publish ", final_dir.string(), ": ", ec.message()));
-  Fsync(dir_);
+  guard.Published();
+  (void)Fsync(dir_);  // the rename is done; a failed directory sync only weakens its durability
   ApplyRetention();
   return final_dir.string();
 }

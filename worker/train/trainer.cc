@@ -266,7 +266,8 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, std::optional<double> v
           {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm}, {"tokens_per_second", m.tokens_per_second}}
           .dump();
   absl::StatusOr<std::string> path = store_->Save(model_, *optimizer_, state);
-  if (!path.ok()) return path.status();
+  if (!path.ok())  // e.g. "checkpoint of step 20: cannot write .../optimizer.safetensors: No space left on device"
+    return absl::Status(path.status().code(), absl::StrCat("checkpoint of step ", steps_done, ": ", path.status().message()));
   obs_.OnCheckpoint({steps_done, *path, val_loss, ListCheckpoints(cfg_.checkpoint_dir)});
   return absl::OkStatus();
 }
