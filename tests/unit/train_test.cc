@@ -56,15 +56,29 @@ TEST(AdamWTest, FusedKernelEqualsTheReferenceArithmetic) {
   EXPECT_TRUE(torch::equal(c[1].second, b0));
 }
 
+// A tiny GPT and its AdamW, for checkpoints.
+struct TinyTraining {
+  explicit TinyTraining(int64_t n_embd, int64_t vocab) : model(Config(n_embd, vocab)), opt(Named(model), {}) {}
+  static GPTConfig Config(int64_t n_embd, int64_t vocab) {
+    GPTConfig cfg;
+    cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = n_embd, cfg.n_positions = 8, cfg.vocab_size = vocab;
+    return cfg;
+  }
+  static std::vector<std::pair<std::string, at::Tensor>> Named(GPT& m) {
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (auto& item : m->named_parameters()) named.emplace_back(item.key(), item.value());
+    return named;
+  }
+  GPT model;
+  AdamW opt;
+};
+
 TEST(CheckpointStoreTest, KeepsTheLastAndTheBestAndIsAtomic) {
   const fs::path dir = fs::temp_directory_path() / ("ckpt_test_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  GPTConfig cfg;
-  cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = 8, cfg.n_positions = 8, cfg.vocab_size = 64;
-  GPT model(cfg);
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
-  AdamW opt(named, {});
+  TinyTraining t(8, 64);
+  GPT& model = t.model;
+  AdamW& opt = t.opt;
   CheckpointStore store(dir.string(), /*keep_last=*/2, /*keep_best=*/true);
   EXPECT_EQ(store.Latest().status().code(), absl::StatusCode::kNotFound);
   fs::create_directories(dir / ".tmp-step_00000099-1");  // a writer that died
@@ -97,12 +111,9 @@ TEST(CheckpointStoreTest, KeepsTheLastAndTheBestAndIsAtomic) {
 // nothing partial, and the earlier checkpoint stays intact and loadable.
 TEST(CheckpointStoreTest, AFullDiskFailsTheSaveCleanlyAndKeepsTheEarlierCheckpoint) {
   if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
-  GPTConfig cfg;
-  cfg.n_layer = 1, cfg.n_head = 1, cfg.n_embd = 16, cfg.n_positions = 8, cfg.vocab_size = 2048;
-  GPT model(cfg);
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& item : model->named_parameters()) named.emplace_back(item.key(), item.value());
-  AdamW opt(named, {});
+  TinyTraining t(16, 2048);
+  GPT& model = t.model;
+  AdamW& opt = t.opt;
   // One checkpoint's size, measured on an ordinary disk.
   const fs::path scratch = fs::temp_directory_path() / ("ckpt_size_" + std::to_string(::getpid()));
   TrainerState s;
@@ -134,15 +145,12 @@ TEST(CheckpointStoreTest, AFullDiskFailsTheSaveCleanlyAndKeepsTheEarlierCheckpoi
   EXPECT_EQ(names, std::vector<std::string>{"step_00000001"});  // no .tmp-step_00000002-* left
   EXPECT_EQ(ListCheckpoints(dir.string()), std::vector<std::string>{*first});
   EXPECT_EQ(*store.Latest(), *first);
-  GPT loaded(cfg);
-  std::vector<std::pair<std::string, at::Tensor>> loaded_named;
-  for (auto& item : loaded->named_parameters()) loaded_named.emplace_back(item.key(), item.value());
-  AdamW loaded_opt(loaded_named, {});
+  TinyTraining loaded(16, 2048);
   TrainerState st;
-  ASSERT_TRUE(LoadTrainingCheckpoint(*first, loaded, loaded_opt, &st).ok());
+  ASSERT_TRUE(LoadTrainingCheckpoint(*first, loaded.model, loaded.opt, &st).ok());
   EXPECT_EQ(st.step, 1);
   auto want = model->named_parameters();
-  for (auto& item : loaded->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), want[item.key()])) << item.key();
+  for (auto& item : loaded.model->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), want[item.key()])) << item.key();
   ::umount(dir.c_str());
   fs::remove_all(dir);
 }
