@@ -63,6 +63,7 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
   for (;;) {
     absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(deployment, tried);
     if (!route.ok()) return tried.empty() ? route.status() : lost;  // no other replica to retry on
+    if (!tried.empty()) metrics_.Retry();
     grpc::ClientContext out;
     if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
     out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
@@ -85,7 +86,6 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
     // Nothing reached the client yet: the same request on another replica is invisible to it.
     lost = absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
     tried.insert(route->worker_id);
-    metrics_.Retry();
   }
 }
 
