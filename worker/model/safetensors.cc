@@ -222,20 +222,16 @@ absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToW
   return WriteFileParts(path, parts);
 }
 
-namespace {
-
-absl::Status WriteError(const std::string& what, const std::string& path, int err) {
+absl::Status FileWriteError(const std::string& what, const std::string& path, int err) {
   const std::string message = absl::StrCat(what, " ", path, ": ", strerror(err));
   if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
   if (err == EACCES || err == EPERM || err == EROFS) return absl::PermissionDeniedError(message);
   return absl::DataLossError(message);
 }
 
-}  // namespace
-
 absl::Status WriteFileParts(const std::string& path, std::span<const std::string_view> parts) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return WriteError("cannot create", path, errno);
+  if (fd < 0) return FileWriteError("cannot create", path, errno);
   for (std::string_view part : parts) {
     while (!part.empty()) {
       const ssize_t n = ::write(fd, part.data(), part.size());
@@ -244,7 +240,7 @@ absl::Status WriteFileParts(const std::string& path, std::span<const std::string
         const int err = n < 0 ? errno : EIO;
         ::close(fd);
         ::unlink(path.c_str());
-        return WriteError("cannot write", path, err);
+        return FileWriteError("cannot write", path, err);
       }
       part.remove_prefix(static_cast<size_t>(n));
     }
@@ -252,7 +248,7 @@ absl::Status WriteFileParts(const std::string& path, std::span<const std::string
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(path.c_str());
-    return WriteError("cannot write", path, err);
+    return FileWriteError("cannot write", path, err);
   }
   return absl::OkStatus();
 }

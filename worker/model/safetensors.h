@@ -76,6 +76,9 @@ struct TensorToWrite {
 // the OS's reason and name the file: RESOURCE_EXHAUSTED for a full disk or quota ("No space left
 // on device"), PERMISSION_DENIED, else DATA_LOSS; the partial file is removed.
 absl::Status WriteFileParts(const std::string& path, std::span<const std::string_view> parts);
+// The status for a failed write (or sync) of `path` with errno `err`: "<what> <path>: <reason>",
+// coded as WriteFileParts's errors are.
+absl::Status FileWriteError(const std::string& what, const std::string& path, int err);
 inline absl::Status WriteFileBytes(const std::string& path, std::string_view bytes) {
   return WriteFileParts(path, std::span<const std::string_view>(&bytes, 1));
 }

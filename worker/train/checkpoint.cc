@@ -35,12 +35,10 @@ std::string StepName(int64_t step) { return absl::StrFormat("step_%08d", step); 
 // may report a full disk only here (delayed allocation), so the error is the OS's.
 absl::Status Fsync(const fs::path& p) {
   const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::DataLossError(absl::StrCat("cannot open ", p.string(), ": ", strerror(errno)));
+  if (fd < 0) return FileWriteError("cannot open", p.string(), errno);
   const int rc = ::fsync(fd), err = errno;
   ::close(fd);
-  if (rc == 0) return absl::OkStatus();
-  const std::string message = absl::StrCat("cannot sync ", p.string(), ": ", strerror(err));
-  return err == ENOSPC || err == EDQUOT ? absl::ResourceExhaustedError(message) : absl::DataLossError(message);
+  return rc == 0 ? absl::OkStatus() : FileWriteError("cannot sync", p.string(), err);
 }
 
 // Removes a step's temporary directory unless the step was published: a failed save (a full disk)
