@@ -98,6 +98,11 @@ absl::Status Coordinator::Start() {
     absl::StatusOr<std::vector<v1::Deployment>> deployments = store_.ListDeployments();
     if (!deployments.ok()) return deployments.status();
     for (v1::Deployment& d : *deployments) deployments_[d.name()] = std::move(d);
+    absl::StatusOr<std::map<v1::JobState, int64_t>> counts = store_.CountJobsByState();
+    if (!counts.ok()) return counts.status();
+    for (const auto& [state, n] : *counts)
+      if (state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED)
+        ended_counts_[state] = n;
     started_ = Clock::now();
     absl::StatusOr<std::vector<v1::Job>> jobs = store_.ActiveJobs();
     if (!jobs.ok()) return jobs.status();
@@ -285,6 +290,11 @@ void Coordinator::Receive(const std::string& worker_id, const std::shared_ptr<Wo
   w.last_seen = Clock::now();
   *w.info.mutable_last_heartbeat() = TimeUtil::GetCurrentTime();
   if (message.has_heartbeat()) {
+    const v1::RankProgress& p = message.heartbeat().rank();
+    if (message.heartbeat().has_rank() && p.job_id() == w.info.job_id() && p.ticks() != w.rank_ticks) {
+      w.rank_ticks = p.ticks();
+      w.progressed_at = w.last_seen;
+    }
     w.serving = message.heartbeat().serving();
     if (w.ejected && w.serving.ready() && w.last_seen - w.ejected_at >= opts_.replica_ejection) {
       w.ejected = false;
@@ -356,7 +366,36 @@ void Coordinator::Tick() {
     FailAttempt(aj, absl::StrCat("after the gpt2d restart, ", absl::StrJoin(missing, ", "), " did not reconnect"),
                 /*retryable=*/true, /*counts_as_restart=*/false);
   }
+  CheckProgress(now);
   Schedule();
+}
+
+void Coordinator::CheckProgress(Clock::time_point now) {
+  if (opts_.rank_progress_timeout.count() <= 0) return;
+  std::vector<std::pair<std::string, std::string>> hung;  // job id, reason
+  for (auto& [id, aj] : active_) {
+    if (aj.job.state() != v1::JOB_STATE_RUNNING || aj.adopting) continue;
+    // One hung rank soon stalls the others in their next collective, so every stalled rank is
+    // named: the rank that is truly stuck is the one that then does not stop when cancelled.
+    std::vector<std::string> stalled;
+    for (int r = 0; r < aj.job.worker_ids_size(); ++r) {
+      const std::string& wid = aj.job.worker_ids(r);
+      auto it = workers_.find(wid);
+      if (it == workers_.end() || !aj.running.count(wid) || aj.exited_ok.count(r)) continue;
+      const WorkerEntry& w = it->second;
+      if (w.session && w.info.job_id() == id && now - w.progressed_at > opts_.rank_progress_timeout)
+        stalled.push_back(absl::StrCat("rank ", r, " (", wid, ")"));
+    }
+    if (stalled.empty()) continue;
+    hung.emplace_back(id, absl::StrCat(absl::StrJoin(stalled, ", "), " made no progress for ",
+                                       opts_.rank_progress_timeout.count() / 1000.0,
+                                       "s while heartbeating: a hung rank (a stuck device call, file system or "
+                                       "collective)"));
+  }
+  for (const auto& [id, reason] : hung) {
+    auto it = active_.find(id);
+    if (it != active_.end()) FailAttempt(it->second, reason, /*retryable=*/true);
+  }
 }
 
 void Coordinator::Schedule() {
@@ -707,6 +746,7 @@ void Coordinator::Finish(ActiveJob& aj, v1::JobState state, const std::string& r
   }
   if (absl::Status s = store_.ThinStepEvents(id, job.max_steps(), 1000); !s.ok()) Refused(s);
   metrics_.ForgetJob(id);
+  ++ended_counts_[state];
   Log(absl::StrCat(id, " ", StateName(state), reason.empty() ? "" : ": " + reason));
   active_.erase(id);
   UpdateCountMetrics();
@@ -751,6 +791,10 @@ void Coordinator::SetWorkerState(WorkerEntry& w, v1::WorkerState state, const st
   w.info.set_job_id(job_id);
   w.info.set_rank(rank);
   w.info.set_deployment(deployment);
+  if (state == v1::WORKER_STATE_TRAINING) {  // a rank starts (or re-attaches): its clock starts now
+    w.rank_ticks = -1;
+    w.progressed_at = Clock::now();
+  }
   if (absl::Status s = store_.PutWorker(w.info); !s.ok()) Refused(s);
   UpdateCountMetrics();
 }
@@ -808,11 +852,12 @@ void Coordinator::UpdateCountMetrics() {
   for (const auto& [id, w] : workers_) ++workers[WorkerStateName(w.info.state())];
   metrics_.SetWorkerCounts(workers);
   std::map<std::string, int64_t> jobs;
-  absl::StatusOr<std::map<v1::JobState, int64_t>> counts = store_.CountJobsByState();
   for (int s = v1::JOB_STATE_QUEUED; s <= v1::JOB_STATE_CANCELLED; ++s) {
     const auto state = static_cast<v1::JobState>(s);
-    jobs[StateName(state)] = counts.ok() && counts->count(state) ? counts->at(state) : 0;
+    auto ended = ended_counts_.find(state);
+    jobs[StateName(state)] = ended == ended_counts_.end() ? 0 : ended->second;
   }
+  for (const auto& [id, aj] : active_) ++jobs[StateName(aj.job.state())];
   metrics_.SetJobCounts(jobs);
 }
 

@@ -39,6 +39,9 @@ struct CoordinatorOptions {
   // After gpt2d restarts, how long a running job waits for its ranks' workers to reconnect before
   // its group is restarted from the last checkpoint.
   std::chrono::milliseconds recovery_grace{20000};
+  // A rank whose progress counter (RankProgress.ticks) stands still this long while its worker
+  // heartbeats hangs: its attempt fails and the group restarts. Zero: never.
+  std::chrono::milliseconds rank_progress_timeout{600000};
   // Restarts after a lost worker or a failed rank before the job FAILS.
   int max_restarts = 3;
   // A replica that failed kFailuresToEject requests in a row stays out of routing at least this long.
@@ -122,6 +125,8 @@ class Coordinator {
     int relay_failures = 0;   // requests it failed in a row (Release)
     bool ejected = false;     // out of routing since ejected_at
     Clock::time_point ejected_at;
+    int64_t rank_ticks = -1;          // its rank's progress counter, from heartbeats
+    Clock::time_point progressed_at;  // when rank_ticks last moved (or the rank was assigned)
   };
   struct ActiveJob {
     v1::Job job;
@@ -156,7 +161,12 @@ class Coordinator {
   void SetState(ActiveJob& aj, v1::JobState state, const std::string& message = "");
   void Note(ActiveJob& aj, const std::string& message);
   int TakePort();
+  // Hung ranks: RUNNING jobs with a rank whose progress stood still for rank_progress_timeout.
+  void CheckProgress(Clock::time_point now);
+  // Gauges of workers and jobs by state, from memory: active jobs from active_, ended ones from
+  // ended_counts_ (read from the store once, at Start), so that no state change runs SQL for them.
   void UpdateCountMetrics();
+  std::map<v1::JobState, int64_t> ended_counts_;
 
   JobStore& store_;
   const CoordinatorOptions opts_;

@@ -39,11 +39,18 @@ class CancelLink {
 
 }  // namespace
 
-v1::GenerateService::Stub& GenerateRelay::StubFor(const std::string& address) {
+absl::StatusOr<v1::GenerateService::Stub*> GenerateRelay::StubFor(const std::string& address) {
   std::lock_guard lock(mu_);
   auto& stub = stubs_[address];
-  if (!stub) stub = v1::GenerateService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  return *stub;
+  if (!stub) {
+    ClientChannelOptions o = replicas_;
+    o.address = address;
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeClientChannel(o);
+    if (!channel.ok())
+      return absl::InternalError(absl::StrCat("channel to replica ", address, ": ", channel.status().message()));
+    stub = v1::GenerateService::NewStub(*channel);
+  }
+  return stub.get();
 }
 
 template <typename Fn>
@@ -67,11 +74,16 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
     grpc::ClientContext out;
     if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
     out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
-    PrepareContext(out, replica_token_);  // the cluster's token, not the caller's
+    PrepareContext(out, replicas_.token);  // the cluster's token, not the caller's
+    absl::StatusOr<v1::GenerateService::Stub*> stub = StubFor(route->address);
+    if (!stub.ok()) {
+      coordinator_.Release(*route, /*failed=*/false);
+      return stub.status();
+    }
     grpc::Status status;
     {
       CancelLink link(ctx, &out);
-      status = call(StubFor(route->address), out);
+      status = call(**stub, out);
     }
     const bool failed = status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled();
     coordinator_.Release(*route, failed);

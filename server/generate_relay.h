@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "common/client_channel.h"
 #include "gpt2d/v1/generate.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/rpc.h"
@@ -18,15 +19,18 @@ namespace gpt2 {
 
 class GenerateRelay final : public v1::GenerateService::Service {
  public:
-  // `replica_token`: what the relay presents to replicas (the cluster token; empty: none).
-  GenerateRelay(Coordinator& coordinator, RpcGuard guard, GenerateMetrics& metrics, std::string replica_token = "")
-      : coordinator_(coordinator), guard_(std::move(guard)), metrics_(metrics), replica_token_(std::move(replica_token)) {}
+  // `replicas`: how the relay reaches replicas, its address left empty (each replica's own): the
+  // token it presents (the cluster token; empty: none) and TLS (the CA to verify them with, a
+  // client certificate for mTLS, the name in their certificates).
+  GenerateRelay(Coordinator& coordinator, RpcGuard guard, GenerateMetrics& metrics, ClientChannelOptions replicas = {})
+      : coordinator_(coordinator), guard_(std::move(guard)), metrics_(metrics), replicas_(std::move(replicas)) {}
   grpc::Status Generate(grpc::ServerContext* ctx, const v1::GenerateRequest* req,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status Complete(grpc::ServerContext* ctx, const v1::GenerateRequest* req, v1::CompleteResponse* resp) override;
 
  private:
-  v1::GenerateService::Stub& StubFor(const std::string& address);
+  // INTERNAL when the channel cannot be made (an unreadable TLS file: gpt2d checks them at start).
+  absl::StatusOr<v1::GenerateService::Stub*> StubFor(const std::string& address);
   // `fn` under the RPC guard, counted and timed as a request of `method`.
   template <typename Fn>
   grpc::Status Measured(grpc::ServerContext* ctx, const char* method, Fn&& fn);
@@ -40,7 +44,7 @@ class GenerateRelay final : public v1::GenerateService::Service {
   Coordinator& coordinator_;
   RpcGuard guard_;
   GenerateMetrics& metrics_;
-  const std::string replica_token_;
+  const ClientChannelOptions replicas_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<v1::GenerateService::Stub>> stubs_;  // by replica address
 };

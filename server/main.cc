@@ -38,8 +38,9 @@ int main(int argc, char** argv) {
   std::string auth_token_file, cluster_token_file, rendezvous_ports = "29500-29999";
   std::string openai_listen = ":8000", vocab;
   gpt2::ServerTlsOptions tls;
+  gpt2::ClientChannelOptions replicas;
   gpt2::CoordinatorOptions opts;
-  double heartbeat_interval = 1, heartbeat_timeout = 10, recovery_grace = 20;
+  double heartbeat_interval = 1, heartbeat_timeout = 10, recovery_grace = 20, rank_progress_timeout = 600;
   app.add_option("--listen", listen, "gRPC address (host:port)")->capture_default_str();
   app.add_option("--http-listen", http_listen, "HTTP address for /metrics and /healthz")->capture_default_str();
   app.add_option("--openai-listen", openai_listen,
@@ -60,12 +61,22 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls.cert_file, "Server certificate (PEM); with --tls-key enables TLS");
   app.add_option("--tls-key", tls.key_file, "Server private key (PEM)");
   app.add_option("--tls-client-ca", tls.client_ca_file, "Require client certificates signed by this CA (mTLS)");
+  app.add_option("--replica-tls-ca", replicas.tls_ca_file,
+                 "Reach serving workers over TLS, verifying them with this CA (PEM; workers' --serve-tls-cert)");
+  app.add_option("--replica-tls-cert", replicas.tls_cert_file, "Client certificate gpt2d presents to workers (mTLS)");
+  app.add_option("--replica-tls-key", replicas.tls_key_file, "Key of --replica-tls-cert");
+  app.add_option("--replica-tls-server-name", replicas.tls_server_name,
+                 "Name to verify in workers' certificates instead of their advertised host");
   app.add_option("--heartbeat-interval", heartbeat_interval, "Seconds between worker heartbeats")
       ->capture_default_str();
   app.add_option("--heartbeat-timeout", heartbeat_timeout, "Seconds of silence after which a worker is lost")
       ->capture_default_str();
   app.add_option("--recovery-grace", recovery_grace,
                  "After a restart, seconds a running job waits for its workers to reconnect")
+      ->capture_default_str();
+  app.add_option("--rank-progress-timeout", rank_progress_timeout,
+                 "Seconds a rank may make no progress (no micro-step, eval or checkpoint) while its worker "
+                 "heartbeats before its attempt is restarted as hung; 0: never")
       ->capture_default_str();
   app.add_option("--max-restarts", opts.max_restarts, "Group restarts per job before it fails")->capture_default_str();
   app.add_option("--rendezvous-ports", rendezvous_ports, "Port range for c10d rendezvous (rank 0's TCPStore)")
@@ -79,6 +90,8 @@ int main(int argc, char** argv) {
   if (!(heartbeat_interval > 0) || !(heartbeat_timeout > heartbeat_interval))
     return Fail("--heartbeat-timeout must be greater than --heartbeat-interval > 0");
   if (!(recovery_grace >= 0)) return Fail("--recovery-grace must be >= 0");
+  if (!(rank_progress_timeout >= 0)) return Fail("--rank-progress-timeout must be >= 0");
+  opts.rank_progress_timeout = std::chrono::milliseconds(static_cast<int64_t>(rank_progress_timeout * 1000));
   if (opts.max_restarts < 0) return Fail("--max-restarts must be >= 0");
   opts.heartbeat_interval = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_interval * 1000));
   opts.heartbeat_timeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeat_timeout * 1000));
@@ -104,6 +117,12 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = gpt2::MakeServerCredentials(tls);
   if (!creds.ok()) return Fail(std::string(creds.status().message()));
+  replicas.token = cluster_token;
+  replicas.tls = !replicas.tls_ca_file.empty() || !replicas.tls_cert_file.empty();
+  replicas.address = "localhost:1";  // only to check the TLS files now rather than at the first request
+  if (absl::StatusOr<std::shared_ptr<grpc::Channel>> c = gpt2::MakeClientChannel(replicas); !c.ok())
+    return Fail(absl::StrCat("--replica-tls-*: ", c.status().message()));
+  replicas.address.clear();
 
   // SIGINT/SIGTERM end the process through the wait below, never mid-write.
   sigset_t signals;
@@ -123,7 +142,7 @@ int main(int argc, char** argv) {
   gpt2::WorkerServiceImpl workers(coordinator, gpt2::RpcGuard(metrics, cluster_token));
   gpt2::DeploymentServiceImpl deployments(coordinator, gpt2::RpcGuard(metrics, auth_token));
   gpt2::GenerateMetrics generate_metrics(*metrics.registry());
-  gpt2::GenerateRelay generate(coordinator, gpt2::RpcGuard(metrics, auth_token), generate_metrics, cluster_token);
+  gpt2::GenerateRelay generate(coordinator, gpt2::RpcGuard(metrics, auth_token), generate_metrics, replicas);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

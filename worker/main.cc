@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
 
   gpt2::AgentOptions agent;
   std::string token_file;
-  double collective_timeout_s = 60;
+  double collective_timeout_s = 60, cancel_grace_s = 120;
   CLI::App* run_cmd = app.add_subcommand("run", "The worker daemon: register with gpt2d and run what it assigns");
   run_cmd->add_option("--coordinator", agent.coordinator.address, "gpt2d's gRPC address (host:port)")
       ->envname("GPT2D_SERVER")
@@ -181,6 +181,16 @@ int main(int argc, char** argv) {
   run_cmd
       ->add_option("--collective-timeout", collective_timeout_s, "Seconds before a silent peer rank is declared dead")
       ->capture_default_str();
+  run_cmd
+      ->add_option("--cancel-grace", cancel_grace_s,
+                   "Seconds a cancelled rank may take to stop; past them the worker exits with status 75 so that "
+                   "its supervisor restarts it (longer than --collective-timeout)")
+      ->capture_default_str();
+  run_cmd->add_option("--serve-tls-cert", agent.serve_tls.cert_file,
+                      "Certificate (PEM) of this worker's GenerateService port; with --serve-tls-key: TLS only");
+  run_cmd->add_option("--serve-tls-key", agent.serve_tls.key_file, "Private key (PEM) for --serve-tls-cert");
+  run_cmd->add_option("--serve-tls-client-ca", agent.serve_tls.client_ca_file,
+                      "Require client certificates signed by this CA on the serving port (mTLS)");
   run_cmd
       ->add_option("--serve-listen", agent.serve_listen,
                    "Address of this worker's GenerateService when gpt2d has it serve (port 0: any free one)")
@@ -240,6 +250,7 @@ int main(int argc, char** argv) {
     if (!agent.coordinator.tls_ca_file.empty() || !agent.coordinator.tls_cert_file.empty())
       agent.coordinator.tls = true;
     agent.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000));
+    agent.cancel_grace = std::chrono::milliseconds(static_cast<int64_t>(cancel_grace_s * 1000));
     // SIGINT/SIGTERM: stop the rank at its next micro-step and leave. Blocked before any thread
     // starts, so that only the waiter below receives them.
     sigset_t signals;

@@ -99,6 +99,38 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
+FREEZE = r"""
+import ctypes, os, sys
+PTRACE_SEIZE, PTRACE_INTERRUPT, WALL = 0x4206, 0x4207, 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+tid = int(sys.argv[1])
+for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
+    if libc.ptrace(request, tid, None, None) != 0:
+        sys.exit(f"ptrace({request:#x}, {tid}): {os.strerror(ctypes.get_errno())}")
+os.waitpid(tid, WALL)  # the thread has stopped
+print("frozen", flush=True)
+while True:  # until it dies with its process (the kernel hands its exit to us, its tracer)
+    _, status = os.waitpid(tid, WALL)
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        break
+"""
+
+
+def freeze_thread(pid, name, timeout=10):
+    """Stops one thread of process `pid` (by its name, pthread_setname_np) while the others run:
+    a thread hung as in a stuck device call. ptrace from a helper process, which holds the thread
+    stopped until the helper is killed (the thread resumes) or the process exits. Returns the
+    helper's Popen."""
+    tids = [t.name for t in pathlib.Path(f"/proc/{pid}/task").iterdir()
+            if (t / "comm").read_text().strip() == name]
+    assert tids, f"process {pid} has no thread named {name}"
+    helper = subprocess.Popen([sys.executable, "-c", FREEZE, tids[0]], stdout=subprocess.PIPE, text=True)
+    line = helper.stdout.readline()
+    assert line.strip() == "frozen", f"could not stop thread {tids[0]} of {pid}: helper exited {helper.wait(timeout)}"
+    return helper
+
+
 def wait_for(predicate, timeout, what, interval=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,11 +185,11 @@ class Cluster:
         base = 20000 + (os.getpid() % 100) * 100
         return f"{base}-{base + 99}"
 
-    def start_worker(self, name, *, token=None, wait=True, extra=()):
+    def start_worker(self, name, *, token=None, wait=True, extra=(), collective_timeout=20):
         http = self.worker_http.setdefault(name, free_port())
         args = [WORKER, "run", "--coordinator", self.address, "--device", "cpu", "--id", name,
-                "--advertise-host", "127.0.0.1", "--http-listen", f"127.0.0.1:{http}", "--collective-timeout", "20",
-                *extra]
+                "--advertise-host", "127.0.0.1", "--http-listen", f"127.0.0.1:{http}",
+                "--collective-timeout", collective_timeout, *extra]
         tok = token if token is not None else self.token
         if tok:
             args += ["--token", tok]

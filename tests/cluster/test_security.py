@@ -125,6 +125,43 @@ def test_mutual_tls_requires_a_client_certificate_signed_by_the_ca(tmp_path):
         c.stop()
 
 
+def test_replica_ports_take_tls_and_gpt2d_relays_over_it(tmp_path):
+    """A worker's serving port with --serve-tls-cert takes TLS only; gpt2d, given the CA
+    (--replica-tls-ca), verifies the replica and relays to it."""
+    from gpt2d.v1 import cluster_pb2, cluster_pb2_grpc, generate_pb2, generate_pb2_grpc
+    key, cert = make_cert(tmp_path)
+    model = tmp_path / "step_00000001"
+    subprocess.run([str(cl.WORKER), "init", "--config", "gpt2", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                    "--n-positions", "64", "--seed", "1", "--out", str(model)], check=True, capture_output=True)
+    c = cl.Cluster(tmp_path / "c", gpt2d_args=["--replica-tls-ca", cert])
+    try:
+        c.start_gpt2d()
+        c.start_worker("w0", extra=["--serve-tls-cert", cert, "--serve-tls-key", key])
+        deployments = cluster_pb2_grpc.DeploymentServiceStub(c.channel())
+        deployments.CreateDeployment(cluster_pb2.CreateDeploymentRequest(
+            deployment=cluster_pb2.Deployment(name="default", checkpoint=str(model))), timeout=10)
+        cl.wait_for(lambda: deployments.GetDeployment(cluster_pb2.GetDeploymentRequest(name="default"),
+                                                      timeout=10).ready_replicas == 1, 120, "a ready replica")
+        address = c.cluster().GetWorker(cluster_pb2.GetWorkerRequest(id="w0"), timeout=5).serve_address
+        req = generate_pb2.GenerateRequest(prompt="Hello", sampling=generate_pb2.SamplingParams(
+            max_tokens=3, temperature=0, ignore_eos=True))
+        with pytest.raises(grpc.RpcError) as e:
+            generate_pb2_grpc.GenerateServiceStub(grpc.insecure_channel(address)).Complete(req, timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        secure = grpc.secure_channel(address, grpc.ssl_channel_credentials(cert.read_bytes()))
+        direct = generate_pb2_grpc.GenerateServiceStub(secure).Complete(req, timeout=30)
+        relayed = generate_pb2_grpc.GenerateServiceStub(c.channel()).Complete(req, timeout=30)
+        assert list(direct.choices[0].token_ids) == list(relayed.choices[0].token_ids)
+        assert len(relayed.choices[0].token_ids) == 3
+    finally:
+        c.stop()
+
+    # A CA file gpt2d cannot read: refused at start, naming the flag.
+    p = subprocess.run([str(cl.GPT2D), "--db", str(tmp_path / "bad.db"), "--listen", "127.0.0.1:0",
+                        "--replica-tls-ca", str(tmp_path / "missing.crt")], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "--replica-tls" in p.stderr and "missing.crt" in p.stderr, p.stderr
+
+
 def every_method(service_names=None):
     """(service full name, method descriptor, request class) for every RPC in proto/gpt2d/v1, read
     from the compiled descriptors, so that a new method is covered without editing this test."""

@@ -1,9 +1,14 @@
-// `gpt2-worker run`: the daemon. It holds one stream to gpt2d (WorkerService.Connect): registers,
-// sends heartbeats and its rank's events, and runs the training ranks gpt2d assigns, one at a
-// time. When the stream breaks it keeps training, buffers the events, and reconnects with backoff;
-// on reconnecting it tells gpt2d what it is running so the rank is re-attached, not restarted.
+// `gpt2-worker run`: the daemon. Three parts, one file each:
+// - the connection (agent.cc): one stream to gpt2d (WorkerService.Connect) that registers, sends
+//   heartbeats and rank events, and hands gpt2d's messages to the two hosts below. When it breaks
+//   the worker keeps training and serving, buffers events (outbox.h) and reconnects with backoff,
+//   saying what it runs so that its rank and deployment are re-attached, not restarted;
+// - the rank host (rank_host.h): the training ranks gpt2d assigns, one at a time;
+// - the serving host (serving_host.h): the deployment gpt2d assigns, behind this worker's own
+//   GenerateService port (the cluster token, optionally TLS), loads off the stream's thread.
 //
-// This file sees protobuf/gRPC, never libtorch: training runs in RankRunner (rank_runner.h).
+// These files see protobuf/gRPC, never libtorch: training runs in RankRunner (rank_runner.h), serving
+// in the engine behind Replica (worker/serve/replica.h).
 #pragma once
 
 #include <atomic>
@@ -11,6 +16,7 @@
 #include <string>
 
 #include "common/client_channel.h"
+#include "common/server_credentials.h"
 #include "worker/serve/engine.h"
 
 namespace gpt2 {
@@ -22,9 +28,13 @@ struct AgentOptions {
   std::string device = "cpu";
   std::string http_listen = "0.0.0.0:9401";  // /metrics, /healthz; empty = off
   std::chrono::milliseconds collective_timeout{std::chrono::seconds(60)};
+  // A cancelled rank still running after this long ends the process (rank_host.h). Longer than
+  // collective_timeout, so that a rank waiting on a dead peer fails on its own first.
+  std::chrono::milliseconds cancel_grace{std::chrono::seconds(120)};
   // GenerateService for the deployment gpt2d assigns (port 0: any free one; advertised with
   // advertise_host), and its engine (the device is the worker's).
   std::string serve_listen = "0.0.0.0:0";
+  ServerTlsOptions serve_tls;  // cert + key: the serving port takes TLS only (gpt2d --replica-tls-ca)
   EngineOptions engine;
   std::string vocab;
 };

@@ -2,6 +2,7 @@
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/core/Device.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -9,28 +10,45 @@
 
 namespace gpt2 {
 
-// Forwards events and answers ShouldStop from the runner's cancel flag.
+// Forwards events, counts every call as progress, and answers ShouldStop from the runner's
+// cancel flag.
 class RankRunner::StoppableObserver final : public TrainObserver {
  public:
-  StoppableObserver(TrainObserver& inner, const std::atomic<bool>& cancelled) : inner_(inner), cancelled_(cancelled) {}
-  void OnStep(const StepMetrics& m) override { inner_.OnStep(m); }
-  void OnEval(const EvalMetrics& e) override { inner_.OnEval(e); }
-  void OnCheckpoint(const CheckpointEvent& c) override { inner_.OnCheckpoint(c); }
-  bool ShouldStop() override { return cancelled_.load() || inner_.ShouldStop(); }
+  StoppableObserver(TrainObserver& inner, const std::atomic<bool>& cancelled, std::atomic<int64_t>& progress)
+      : inner_(inner), cancelled_(cancelled), progress_(progress) {}
+  void OnStep(const StepMetrics& m) override {
+    ++progress_;
+    inner_.OnStep(m);
+  }
+  void OnEval(const EvalMetrics& e) override {
+    ++progress_;
+    inner_.OnEval(e);
+  }
+  void OnCheckpoint(const CheckpointEvent& c) override {
+    ++progress_;
+    inner_.OnCheckpoint(c);
+  }
+  void OnProgress() override { ++progress_; }
+  bool ShouldStop() override {
+    ++progress_;
+    return cancelled_.load() || inner_.ShouldStop();
+  }
 
  private:
   TrainObserver& inner_;
   const std::atomic<bool>& cancelled_;
+  std::atomic<int64_t>& progress_;
 };
 
 RankRunner::RankRunner(RankTask task, std::unique_ptr<TrainObserver> observer, std::function<void(absl::Status)> done)
     : task_(std::move(task)), observer_(std::move(observer)) {
   thread_ = std::thread([this, done = std::move(done)] {
+    pthread_setname_np(pthread_self(), "gpt2-rank");  // top -H, gdb and the hung-rank test find it
     TrainRunOptions run;
     run.dist = {task_.rank, task_.world_size, task_.master_addr, task_.master_port, task_.collective_timeout};
     run.resume = task_.resume_from;
     run.vocab = task_.vocab;
-    StoppableObserver observer(*observer_, cancelled_);
+    StoppableObserver observer(*observer_, cancelled_, progress_);
     absl::Status s = RunTraining(task_.config, run, observer);
     if (!s.ok() && cancelled_) s = absl::CancelledError(s.message());
     done(s);

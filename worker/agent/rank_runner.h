@@ -38,11 +38,15 @@ class RankRunner {
   // Stops the rank at its next micro-step (all ranks of the group agree on the same one).
   void Cancel() { cancelled_ = true; }
   const RankTask& task() const { return task_; }
+  // Grows with every micro-step, validation batch, sample token, eval and checkpoint: a counter
+  // that stands still while the worker is alive means the rank hangs.
+  int64_t progress() const { return progress_.load(); }
 
  private:
   class StoppableObserver;
   RankTask task_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> progress_{0};
   std::unique_ptr<TrainObserver> observer_;
   std::thread thread_;
 };

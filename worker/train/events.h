@@ -43,6 +43,9 @@ class TrainObserver {
   virtual void OnStep(const StepMetrics&) {}
   virtual void OnEval(const EvalMetrics&) {}
   virtual void OnCheckpoint(const CheckpointEvent&) {}
+  // Proof of life between the events above: each validation batch, sample token and evaluation
+  // phase (ShouldStop marks each micro-step). A watchdog tells a slow rank from a hung one by it.
+  virtual void OnProgress() {}
   // Polled between steps; true ends the run early (cancellation) without a checkpoint.
   virtual bool ShouldStop() { return false; }
 };

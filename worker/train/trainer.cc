@@ -210,6 +210,7 @@ absl::StatusOr<double> Trainer::ValLoss() {
   std::vector<int64_t> x(cfg_.micro_batch * cfg_.seq_len), y(x.size());
   at::Tensor total = at::zeros({}, at::TensorOptions().device(device_));
   for (int64_t i = 0; i < cfg_.val_batches; ++i) {
+    obs_.OnProgress();
     if (absl::Status s = val_loader_->next_batch(x, y); !s.ok()) return s;
     AutocastGuard autocast(device_.type(), AutocastDType());
     total += model_->loss(model_->forward(Batch(x)), Batch(y)).detach() / static_cast<double>(cfg_.val_batches);
@@ -228,6 +229,7 @@ std::vector<std::string> Trainer::Samples() {
     std::vector<TokenId> ids = tokenizer_->encode_ordinary(cfg_.sample_prompt);
     if (ids.empty()) ids.push_back(tokenizer_->eot_token());
     for (int64_t i = 0; i < cfg_.sample_tokens; ++i) {
+      obs_.OnProgress();
       const int64_t end = static_cast<int64_t>(ids.size()), begin = std::max<int64_t>(0, end - cfg_.model.n_positions);
       std::vector<int64_t> ctx(ids.begin() + begin, ids.end());
       AutocastGuard autocast(device_.type(), AutocastDType());
@@ -334,7 +336,9 @@ absl::Status Trainer::Run() {
     }
     if (!hellaswag_.empty() && due(cfg_.hellaswag_every)) {
       torch::NoGradGuard no_grad;
+      obs_.OnProgress();
       HellaSwagResult r = EvalHellaSwag(model_, *tokenizer_, hellaswag_, group_.get());
+      obs_.OnProgress();
       ev.hellaswag_acc = r.acc();
       ev.hellaswag_acc_norm = r.acc_norm();
       ev.hellaswag_examples = r.examples;
@@ -342,6 +346,7 @@ absl::Status Trainer::Run() {
     if (tokenizer_ && cfg_.sample_every > 0 && (steps_done % cfg_.sample_every == 0 || last)) ev.samples = Samples();
     if (ev.val_loss || ev.hellaswag_acc || !ev.samples.empty()) obs_.OnEval(ev);
     if (store_ && ((cfg_.checkpoint_every > 0 && steps_done % cfg_.checkpoint_every == 0) || last)) {
+      obs_.OnProgress();
       if (absl::Status s = SaveCheckpoint(steps_done, ev.val_loss, m); !s.ok()) return s;
     }
   }
