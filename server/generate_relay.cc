@@ -68,36 +68,34 @@ absl::Status GenerateRelay::OnReplica(grpc::ServerContext* ctx, const std::strin
   std::set<std::string> tried;  // replicas this request failed on
   absl::Status lost;
   for (;;) {
-    absl::StatusOr<Coordinator::Route> route = coordinator_.PickReplica(deployment, tried);
-    if (!route.ok()) return tried.empty() ? route.status() : lost;  // no other replica to retry on
+    absl::StatusOr<ReplicaLease> lease = coordinator_.PickReplica(deployment, tried);
+    if (!lease.ok()) return tried.empty() ? lease.status() : lost;  // no other replica to retry on
+    const ReplicaRoute route = lease->route();
     if (!tried.empty()) metrics_.Retry();
     grpc::ClientContext out;
     if (ctx->deadline() != std::chrono::system_clock::time_point::max()) out.set_deadline(ctx->deadline());
     out.AddMetadata(std::string(kApiMetadataKey), ApiOf(*ctx));  // the replica names the fields in its terms
     PrepareContext(out, replicas_.token);  // the cluster's token, not the caller's
-    absl::StatusOr<v1::GenerateService::Stub*> stub = StubFor(route->address);
-    if (!stub.ok()) {
-      coordinator_.Release(*route, /*failed=*/false);
-      return stub.status();
-    }
+    absl::StatusOr<v1::GenerateService::Stub*> stub = StubFor(route.address);
+    if (!stub.ok()) return stub.status();
     grpc::Status status;
     {
       CancelLink link(ctx, &out);
       status = call(**stub, out);
     }
     const bool failed = status.error_code() == grpc::StatusCode::UNAVAILABLE && !ctx->IsCancelled();
-    coordinator_.Release(*route, failed);
+    lease->Release(failed);
     if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED)  // not the caller's fault: ours
-      return absl::InternalError(absl::StrCat("replica ", route->worker_id,
+      return absl::InternalError(absl::StrCat("replica ", route.worker_id,
                                               " refused gpt2d's cluster token: ", status.error_message()));
     if (!failed) return FromGrpcStatus(status);
     if (relayed()) {  // the client has part of the answer: a retry would repeat or change it
-      return absl::UnavailableError(absl::StrCat("replica ", route->worker_id,
+      return absl::UnavailableError(absl::StrCat("replica ", route.worker_id,
                                                  " was lost mid-stream: ", status.error_message()));
     }
     // Nothing reached the client yet: the same request on another replica is invisible to it.
-    lost = absl::UnavailableError(absl::StrCat("replica ", route->worker_id, " failed: ", status.error_message()));
-    tried.insert(route->worker_id);
+    lost = absl::UnavailableError(absl::StrCat("replica ", route.worker_id, " failed: ", status.error_message()));
+    tried.insert(route.worker_id);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "server/validation.h"
 
 namespace gpt2 {
 namespace {
@@ -20,7 +21,9 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
                                        v1::SubmitJobResponse* resp) {
   return guard_(ctx, "SubmitJob", [&]() -> absl::Status {
     if (!req->has_spec()) return absl::InvalidArgumentError("spec: required");
-    absl::StatusOr<v1::Job> job = coordinator_.Submit(req->spec(), req->idempotency_key());
+    absl::StatusOr<JobShape> shape = ValidateSubmission(req->spec(), req->idempotency_key());
+    if (!shape.ok()) return shape.status();
+    absl::StatusOr<v1::Job> job = coordinator_.Submit(req->spec(), *shape, req->idempotency_key());
     if (!job.ok()) return job.status();
     *resp->mutable_job() = *std::move(job);
     return absl::OkStatus();
@@ -110,7 +113,9 @@ grpc::Status JobServiceImpl::ListCheckpoints(grpc::ServerContext* ctx, const v1:
 grpc::Status DeploymentServiceImpl::CreateDeployment(grpc::ServerContext* ctx, const v1::CreateDeploymentRequest* req,
                                                      v1::Deployment* resp) {
   return guard_(ctx, "CreateDeployment", [&]() -> absl::Status {
-    absl::StatusOr<v1::Deployment> d = coordinator_.CreateDeployment(req->deployment());
+    absl::StatusOr<v1::Deployment> valid = ValidateDeployment(req->deployment());
+    if (!valid.ok()) return valid.status();
+    absl::StatusOr<v1::Deployment> d = coordinator_.CreateDeployment(*std::move(valid));
     if (!d.ok()) return d.status();
     *resp = *std::move(d);
     return absl::OkStatus();
@@ -173,6 +178,7 @@ grpc::Status WorkerServiceImpl::Connect(grpc::ServerContext* ctx,
     v1::WorkerMessage first;
     if (!stream->Read(&first)) return absl::CancelledError("the worker closed the stream before registering");
     if (!first.has_register_()) return absl::InvalidArgumentError("the first message on the stream must be a Register");
+    if (absl::Status s = ValidateRegistration(first.register_()); !s.ok()) return s;
     absl::StatusOr<std::shared_ptr<WorkerSession>> session =
         coordinator_.Connect(first.register_(), [ctx] { ctx->TryCancel(); });
     if (!session.ok()) return session.status();

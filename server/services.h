@@ -1,5 +1,5 @@
-// gpt2d's gRPC services. Each validates its requests (INVALID_ARGUMENT naming the field), then hands
-// the work to the coordinator (state changes) or the job store (reads).
+// gpt2d's gRPC services. Each checks its requests (validation.h: INVALID_ARGUMENT naming the
+// field), then hands the work to the coordinator (state changes) or the job store (reads).
 #pragma once
 
 #include "gpt2d/v1/cluster.grpc.pb.h"

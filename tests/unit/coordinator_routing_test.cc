@@ -63,10 +63,9 @@ class RoutingTest : public ::testing::Test {
     coordinator_->Receive(id, sessions_[id], m);
   }
   std::string Pick(const std::set<std::string>& exclude = {}) {
-    absl::StatusOr<Coordinator::Route> r = coordinator_->PickReplica("default", exclude);
+    absl::StatusOr<ReplicaLease> r = coordinator_->PickReplica("default", exclude);
     if (!r.ok()) return "none";
-    coordinator_->Release(*r);
-    return r->worker_id;
+    return r->route().worker_id;  // released as a success as `r` goes
   }
 
   ServerMetrics metrics_;
@@ -80,19 +79,22 @@ TEST_F(RoutingTest, LeastLoadedAndNeverAReplicaTheRequestFailedOn) {
   EXPECT_EQ(Pick(), "b");
   EXPECT_EQ(Pick({"b"}), "a");
   EXPECT_EQ(Pick({"a", "b"}), "none");
-  absl::StatusOr<Coordinator::Route> held = coordinator_->PickReplica("default");  // b: 1 in flight
+  absl::StatusOr<ReplicaLease> held = coordinator_->PickReplica("default");  // b: 1 in flight
   ASSERT_TRUE(held.ok());
   Beat("a", 0);
   EXPECT_EQ(Pick(), "a");
-  coordinator_->Release(*held);
+  held->Release(/*failed=*/false);
+  Beat("a", 1);
+  EXPECT_EQ(Pick(), "b");  // released: b is back to no load
 }
 
 TEST_F(RoutingTest, AReplicaThatKeepsFailingLeavesRoutingUntilItReportsServingAgain) {
   auto fail = [&](const std::string& id) {
-    absl::StatusOr<Coordinator::Route> r = coordinator_->PickReplica("default", {id == "a" ? "b" : "a"});
+    absl::StatusOr<ReplicaLease> r = coordinator_->PickReplica("default", {id == "a" ? "b" : "a"});
     ASSERT_TRUE(r.ok());
-    ASSERT_EQ(r->worker_id, id);
-    coordinator_->Release(*r, /*failed=*/true);
+    ASSERT_EQ(r->route().worker_id, id);
+    r->Release(/*failed=*/true);
+    r->Release(/*failed=*/false);  // only the first release counts
   };
   fail("a");
   EXPECT_EQ(Pick({"b"}), "a");  // one failure, then a success: the count starts over

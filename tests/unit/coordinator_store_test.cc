@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "server/coordinator.h"
+#include "server/validation.h"
 #include "server/metrics.h"
 #include "server/store.h"
 
@@ -44,6 +45,13 @@ class StoreRefusalTest : public ::testing::Test {
     ASSERT_TRUE(coordinator_->Start().ok());
   }
   void TearDown() override { coordinator_.reset(); }
+  static v1::Register Worker() {
+    v1::Register reg;
+    reg.set_worker_id("w0");
+    reg.set_device("cpu");
+    reg.set_host("127.0.0.1");
+    return reg;
+  }
   std::vector<v1::Job> Jobs() {
     std::string next;
     absl::StatusOr<std::vector<v1::Job>> jobs = store_->ListJobs({}, 100, "", &next);
@@ -80,13 +88,13 @@ TEST_F(StoreRefusalTest, ALockedDatabaseFailsTheOperationAndChangesNothing) {
   Open(dir);
   {
     Lock lock(dir / "gpt2d.db");
-    absl::StatusOr<v1::Job> refused = coordinator_->Submit(Spec(), "");
+    absl::StatusOr<v1::Job> refused = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");
     ASSERT_FALSE(refused.ok());
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
     EXPECT_NE(refused.status().message().find("locked"), std::string::npos) << refused.status();
   }
   EXPECT_TRUE(Jobs().empty());
-  absl::StatusOr<v1::Job> job = coordinator_->Submit(Spec(), "");
+  absl::StatusOr<v1::Job> job = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::JOB_STATE_QUEUED);
   {
@@ -99,13 +107,21 @@ TEST_F(StoreRefusalTest, ALockedDatabaseFailsTheOperationAndChangesNothing) {
     d.set_name("default");
     d.set_checkpoint("/models/step_00000001");
     EXPECT_EQ(coordinator_->CreateDeployment(d).status().code(), absl::StatusCode::kUnavailable);
+    absl::StatusOr<std::shared_ptr<WorkerSession>> session = coordinator_->Connect(Worker(), [] {});
+    ASSERT_FALSE(session.ok());  // a registration nobody could remember is refused; the worker retries
+    EXPECT_EQ(session.status().code(), absl::StatusCode::kUnavailable) << session.status();
+    EXPECT_NE(session.status().message().find("not registered"), std::string::npos) << session.status();
   }
+  EXPECT_TRUE(coordinator_->ListWorkers().empty());
   EXPECT_EQ(store_->GetJob(job->id())->state(), v1::JOB_STATE_QUEUED);  // the refused cancel changed nothing
   EXPECT_TRUE(coordinator_->ListDeployments().empty());
   absl::StatusOr<v1::Job> cancelled = coordinator_->Cancel(job->id());  // the job is still cancellable
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(store_->GetJob(job->id())->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(coordinator_->Connect(Worker(), [] {}).ok());  // the worker's retry, the lock gone
+  ASSERT_EQ(coordinator_->ListWorkers().size(), 1u);
+  EXPECT_EQ(coordinator_->ListWorkers()[0].state(), v1::WORKER_STATE_IDLE);
   coordinator_.reset();
   store_.reset();
   fs::remove_all(dir);
@@ -120,7 +136,7 @@ TEST_F(StoreRefusalTest, AFullDiskIsResourceExhaustedAndRecoversWhenSpaceReturns
     GTEST_SKIP() << "cannot mount a tmpfs here";
   }
   Open(dir);
-  absl::StatusOr<v1::Job> first = coordinator_->Submit(Spec(), "");
+  absl::StatusOr<v1::Job> first = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");
   ASSERT_TRUE(first.ok()) << first.status();
   {  // fill the disk
     std::FILE* f = std::fopen((dir / "filler").c_str(), "wb");
@@ -130,8 +146,8 @@ TEST_F(StoreRefusalTest, AFullDiskIsResourceExhaustedAndRecoversWhenSpaceReturns
     }
     std::fclose(f);
   }
-  absl::StatusOr<v1::Job> refused = coordinator_->Submit(Spec(), "");
-  for (int i = 0; i < 50 && refused.ok(); ++i) refused = coordinator_->Submit(Spec(), "");  // SQLite's free pages
+  absl::StatusOr<v1::Job> refused = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");
+  for (int i = 0; i < 50 && refused.ok(); ++i) refused = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");  // SQLite's free pages
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
   EXPECT_NE(refused.status().message().find("full"), std::string::npos) << refused.status();
@@ -140,7 +156,7 @@ TEST_F(StoreRefusalTest, AFullDiskIsResourceExhaustedAndRecoversWhenSpaceReturns
   EXPECT_FALSE(not_cancelled.ok());
   EXPECT_EQ(store_->GetJob(first->id())->state(), v1::JOB_STATE_QUEUED);
   fs::remove(dir / "filler");
-  absl::StatusOr<v1::Job> again = coordinator_->Submit(Spec(), "");
+  absl::StatusOr<v1::Job> again = coordinator_->Submit(Spec(), *ValidateSubmission(Spec(), ""), "");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(Jobs().size(), stored + 1);
   EXPECT_TRUE(coordinator_->Cancel(first->id()).ok());
