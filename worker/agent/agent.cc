@@ -3,19 +3,15 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
-#include <condition_variable>
-#include <deque>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
-#include "gpt2d/v1/worker.grpc.pb.h"
 #include "common/server_credentials.h"
+#include "gpt2d/v1/worker.grpc.pb.h"
 #include "worker/agent/outbox.h"
 #include "worker/agent/rank_host.h"
 #include "worker/agent/serving_host.h"
