@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -154,24 +156,41 @@ void JobScheduler::Tick(Clock::time_point now) {
 
 void JobScheduler::CheckProgress(Clock::time_point now) {
   if (opts_.rank_progress_timeout.count() <= 0) return;
+  auto seconds = [](Clock::duration d) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1fs", std::chrono::duration<double>(d).count());
+    return std::string(buf);
+  };
   std::vector<std::pair<std::string, std::string>> hung;  // job id, reason
   for (auto& [id, aj] : active_) {
     if (aj.job.state() != v1::JOB_STATE_RUNNING || aj.adopting) continue;
-    // One hung rank soon stalls the others in their next collective, so every stalled rank is
-    // named: the rank that is truly stuck is the one that then does not stop when cancelled.
-    std::vector<std::string> stalled;
+    struct Still {
+      Clock::duration idle;
+      std::string rank;
+    };
+    std::vector<Still> still;  // every running rank of the job, the longest idle first
     for (int r = 0; r < aj.job.worker_ids_size(); ++r) {
       const std::string& wid = aj.job.worker_ids(r);
       const WorkerEntry* w = workers_.Find(wid);
-      if (w == nullptr || !aj.running.count(wid) || aj.exited_ok.count(r)) continue;
-      if (w->connected() && w->info.job_id() == id && now - w->progressed_at > opts_.rank_progress_timeout)
-        stalled.push_back(absl::StrCat("rank ", r, " (", wid, ")"));
+      if (w == nullptr || !aj.running.count(wid) || aj.exited_ok.count(r) || !w->connected() ||
+          w->info.job_id() != id)
+        continue;
+      still.push_back({now - w->progressed_at, absl::StrCat("rank ", r, " (", wid, ")")});
     }
-    if (stalled.empty()) continue;
-    hung.emplace_back(id, absl::StrCat(absl::StrJoin(stalled, ", "), " made no progress for ",
-                                       opts_.rank_progress_timeout.count() / 1000.0,
-                                       "s while heartbeating: a hung rank (a stuck device call, file system or "
-                                       "collective)"));
+    std::sort(still.begin(), still.end(), [](const Still& a, const Still& b) { return a.idle > b.idle; });
+    if (still.empty() || still[0].idle <= opts_.rank_progress_timeout) continue;
+    // One hung rank soon stalls the others in their next collective: the one idle longest is the
+    // likely culprit, the others are named with their idle time. The rank that is truly stuck is
+    // the one that then does not stop when cancelled (its worker exits: rank_host.h).
+    std::string reason = absl::StrCat(still[0].rank, " made no progress for ", seconds(still[0].idle),
+                                      " while heartbeating: a hung rank (a stuck device call, file system or "
+                                      "collective)");
+    std::vector<std::string> others;
+    for (size_t i = 1; i < still.size(); ++i)
+      if (still[i].idle >= std::chrono::seconds(1))
+        others.push_back(absl::StrCat(still[i].rank, " for ", seconds(still[i].idle)));
+    if (!others.empty()) absl::StrAppend(&reason, "; also idle: ", absl::StrJoin(others, ", "));
+    hung.emplace_back(id, std::move(reason));
   }
   for (const auto& [id, reason] : hung) {
     auto it = active_.find(id);

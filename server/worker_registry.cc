@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace gpt2 {
@@ -96,9 +98,9 @@ void WorkerRegistry::Heard(WorkerEntry& w, const v1::WorkerMessage& message, std
   *w.info.mutable_last_heartbeat() = TimeUtil::GetCurrentTime();
   if (!message.has_heartbeat()) return;
   const v1::Heartbeat& hb = message.heartbeat();
-  if (hb.has_rank() && hb.rank().job_id() == w.info.job_id() && hb.rank().ticks() != w.rank_ticks) {
+  if (hb.has_rank() && hb.rank().job_id() == w.info.job_id()) {
     w.rank_ticks = hb.rank().ticks();
-    w.progressed_at = w.last_seen;
+    w.progressed_at = w.last_seen - std::chrono::milliseconds(std::max<int64_t>(0, hb.rank().idle_ms()));
   }
   w.serving = hb.serving();
   if (w.ejected && w.serving.ready() && w.last_seen - w.ejected_at >= ejection) {

@@ -122,8 +122,9 @@ def freeze_thread(pid, name, timeout=10):
     a thread hung as in a stuck device call. ptrace from a helper process, which holds the thread
     stopped until the helper is killed (the thread resumes) or the process exits. Returns the
     helper's Popen."""
-    tids = [t.name for t in pathlib.Path(f"/proc/{pid}/task").iterdir()
-            if (t / "comm").read_text().strip() == name]
+    # Threads a named thread creates inherit its name: the named one is the oldest (lowest id).
+    tids = sorted((t.name for t in pathlib.Path(f"/proc/{pid}/task").iterdir()
+                   if (t / "comm").read_text().strip() == name), key=int)
     assert tids, f"process {pid} has no thread named {name}"
     helper = subprocess.Popen([sys.executable, "-c", FREEZE, tids[0]], stdout=subprocess.PIPE, text=True)
     line = helper.stdout.readline()

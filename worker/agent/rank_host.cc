@@ -179,6 +179,7 @@ void RankHost::FillHeartbeat(v1::Heartbeat& hb) {
   p.set_attempt(runner_->task().attempt);
   p.set_rank(runner_->task().rank);
   p.set_ticks(runner_->progress());
+  p.set_idle_ms(runner_->idle().count());
 }
 
 void RankHost::Exit(const RankTask& t, const absl::Status& s) {

@@ -14,34 +14,45 @@ namespace gpt2 {
 // cancel flag.
 class RankRunner::StoppableObserver final : public TrainObserver {
  public:
-  StoppableObserver(TrainObserver& inner, const std::atomic<bool>& cancelled, std::atomic<int64_t>& progress)
+  StoppableObserver(TrainObserver& inner, const std::atomic<bool>& cancelled, Progress& progress)
       : inner_(inner), cancelled_(cancelled), progress_(progress) {}
   void OnStep(const StepMetrics& m) override {
-    ++progress_;
+    progress_.Tick();
     inner_.OnStep(m);
   }
   void OnEval(const EvalMetrics& e) override {
-    ++progress_;
+    progress_.Tick();
     inner_.OnEval(e);
   }
   void OnCheckpoint(const CheckpointEvent& c) override {
-    ++progress_;
+    progress_.Tick();
     inner_.OnCheckpoint(c);
   }
-  void OnProgress() override { ++progress_; }
+  void OnProgress() override { progress_.Tick(); }
   bool ShouldStop() override {
-    ++progress_;
+    progress_.Tick();
     return cancelled_.load() || inner_.ShouldStop();
   }
 
  private:
   TrainObserver& inner_;
   const std::atomic<bool>& cancelled_;
-  std::atomic<int64_t>& progress_;
+  Progress& progress_;
 };
+
+void RankRunner::Progress::Tick() {
+  ++ticks;
+  at_ns = std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+std::chrono::milliseconds RankRunner::idle() const {
+  const std::chrono::steady_clock::time_point at{std::chrono::steady_clock::duration(progress_.at_ns.load())};
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - at);
+}
 
 RankRunner::RankRunner(RankTask task, std::unique_ptr<TrainObserver> observer, std::function<void(absl::Status)> done)
     : task_(std::move(task)), observer_(std::move(observer)) {
+  progress_.at_ns = std::chrono::steady_clock::now().time_since_epoch().count();
   thread_ = std::thread([this, done = std::move(done)] {
     pthread_setname_np(pthread_self(), "gpt2-rank");  // top -H, gdb and the hung-rank test find it
     TrainRunOptions run;

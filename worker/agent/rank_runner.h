@@ -40,13 +40,20 @@ class RankRunner {
   const RankTask& task() const { return task_; }
   // Grows with every micro-step, validation batch, sample token, eval and checkpoint: a counter
   // that stands still while the worker is alive means the rank hangs.
-  int64_t progress() const { return progress_.load(); }
+  int64_t progress() const { return progress_.ticks.load(); }
+  // How long since the counter last moved (or the rank started).
+  std::chrono::milliseconds idle() const;
 
  private:
   class StoppableObserver;
   RankTask task_;
   std::atomic<bool> cancelled_{false};
-  std::atomic<int64_t> progress_{0};
+  struct Progress {
+    std::atomic<int64_t> ticks{0};
+    std::atomic<int64_t> at_ns{0};  // steady_clock time of the last tick
+    void Tick();
+  };
+  Progress progress_;
   std::unique_ptr<TrainObserver> observer_;
   std::thread thread_;
 };
