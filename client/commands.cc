@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
+#include "common/states.h"
 #include "worker/train/spec.h"
 
 namespace gpt2::ctl {

@@ -61,15 +61,7 @@ std::string FormatLoss(std::optional<double> loss);
 // 68719476736 -> "64.0 GiB".
 std::string FormatBytes(int64_t bytes);
 
-// JOB_STATE_RUNNING -> "RUNNING"; WORKER_STATE_IDLE -> "IDLE".
-std::string JobStateName(gpt2d::v1::JobState state);
-std::string WorkerStateName(gpt2d::v1::WorkerState state);
-// "running", "RUNNING", "job_state_running" -> JOB_STATE_RUNNING; nullopt for anything else.
-std::optional<gpt2d::v1::JobState> ParseJobState(std::string_view name);
-// The names ParseJobState accepts, lower case, for help and errors.
-std::vector<std::string> JobStateChoices();
-// SUCCEEDED, FAILED or CANCELLED: the job will not change again.
-bool IsTerminal(gpt2d::v1::JobState state);
+// State names, parsing and IsTerminal: common/states.h.
 
 // ---------------------------------------------------------------------------------------------
 // Progress

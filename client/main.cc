@@ -8,11 +8,14 @@
 
 #include "client/commands.h"
 #include "client/format.h"
+#include "common/states.h"
 #include "common/client_channel.h"
 
 namespace {
 
 using namespace gpt2::ctl;
+using gpt2::JobStateChoices;
+using gpt2::ParseJobState;
 
 constexpr char kExitCodes[] = R"(
 Exit codes:

@@ -18,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "client/commands.h"
 #include "client/format.h"
+#include "common/states.h"
 #include "worker/train/spec.h"
 
 namespace gpt2::ctl {

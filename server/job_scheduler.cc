@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/states.h"
 #include "server/coordinator.h"
 
 namespace gpt2 {
@@ -86,7 +87,7 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& job_id) {
     if (!job.ok()) return job.status();
     if (job->state() == v1::JOB_STATE_CANCELLED) return job;  // cancelling twice is fine
     return absl::FailedPreconditionError(
-        absl::StrCat("job ", job_id, " already ended (", StateName(job->state()), "); nothing to cancel"));
+        absl::StrCat("job ", job_id, " already ended (", JobStateName(job->state()), "); nothing to cancel"));
   }
   // On disk first: if the store refuses, nothing changes (the ranks keep running) and the caller
   // hears why.
@@ -365,7 +366,7 @@ void JobScheduler::Finish(ActiveJob& aj, v1::JobState state, const std::string& 
   if (absl::Status s = store_.ThinStepEvents(id, job.max_steps(), 1000); !s.ok()) refusals_.Refused(s);
   metrics_.ForgetJob(id);
   ++ended_counts_[state];
-  CoordinatorLog(absl::StrCat(id, " ", StateName(state), reason.empty() ? "" : ": " + reason));
+  CoordinatorLog(absl::StrCat(id, " ", JobStateName(state), reason.empty() ? "" : ": " + reason));
   active_.erase(id);
   UpdateCountMetrics();
   events_.notify_all();
@@ -420,9 +421,9 @@ void JobScheduler::UpdateCountMetrics() {
   for (int s = v1::JOB_STATE_QUEUED; s <= v1::JOB_STATE_CANCELLED; ++s) {
     const auto state = static_cast<v1::JobState>(s);
     auto ended = ended_counts_.find(state);
-    jobs[StateName(state)] = ended == ended_counts_.end() ? 0 : ended->second;
+    jobs[JobStateName(state)] = ended == ended_counts_.end() ? 0 : ended->second;
   }
-  for (const auto& [id, aj] : active_) ++jobs[StateName(aj.job.state())];
+  for (const auto& [id, aj] : active_) ++jobs[JobStateName(aj.job.state())];
   metrics_.SetJobCounts(jobs);
 }
 

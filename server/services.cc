@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/states.h"
 #include "server/validation.h"
 
 namespace gpt2 {

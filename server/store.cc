@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/states.h"
 
 namespace gpt2 {
 namespace {
@@ -143,10 +144,6 @@ absl::Status WriteJob(sqlite3* db, const v1::Job& job) {
 }
 
 }  // namespace
-
-bool IsTerminal(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED;
-}
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, int busy_timeout_ms) {
   sqlite3* db = nullptr;

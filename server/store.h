@@ -25,8 +25,6 @@ namespace gpt2 {
 
 namespace v1 = ::gpt2d::v1;
 
-bool IsTerminal(v1::JobState state);
-
 class JobStore {
  public:
   // Opens (creating when missing) the database at `path`; ":memory:" for tests.

@@ -19,11 +19,6 @@ namespace v1 = ::gpt2d::v1;
 
 inline void CoordinatorLog(const std::string& line) { std::cerr << "gpt2d: " << line << std::endl; }
 
-// "RUNNING" for JOB_STATE_RUNNING, "IDLE" for WORKER_STATE_IDLE.
-inline std::string StateName(v1::JobState s) { return v1::JobState_Name(s).substr(sizeof("JOB_STATE_") - 1); }
-inline std::string StateName(v1::WorkerState s) {
-  return v1::WorkerState_Name(s).substr(sizeof("WORKER_STATE_") - 1);
-}
 
 class StoreRefusals {
  public:

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/states.h"
 
 namespace gpt2 {
 
@@ -157,8 +158,8 @@ void WorkerRegistry::UpdateMetrics() {
   std::map<std::string, int64_t> counts;
   for (v1::WorkerState s :
        {v1::WORKER_STATE_IDLE, v1::WORKER_STATE_TRAINING, v1::WORKER_STATE_SERVING, v1::WORKER_STATE_LOST})
-    counts[StateName(s)] = 0;
-  for (const auto& [id, w] : workers_) ++counts[StateName(w.info.state())];
+    counts[WorkerStateName(s)] = 0;
+  for (const auto& [id, w] : workers_) ++counts[WorkerStateName(w.info.state())];
   metrics_.SetWorkerCounts(counts);
 }
 

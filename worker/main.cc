@@ -1,5 +1,6 @@
 // gpt2-worker: the process that runs GPT-2. Offline commands (tokenize, prep, init, score, sample,
-// train, eval-hellaswag) and `run`, the daemon that runs training ranks for gpt2d.
+// train, eval-hellaswag), `serve` (one serving replica on its own: gRPC and the OpenAI API), and
+// `run`, the daemon that runs the training ranks and serving replicas gpt2d assigns.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>

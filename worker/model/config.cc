@@ -140,8 +140,8 @@ std::string ConfigToHfJson(const GPTConfig& c) {
   j["scale_attn_by_inverse_layer_idx"] = false;
   j["reorder_and_upcast_attn"] = false;
   j["tie_word_embeddings"] = true;
-  j["bos_token_id"] = 50256;
-  j["eos_token_id"] = 50256;
+  j["bos_token_id"] = kEndOfTextToken;
+  j["eos_token_id"] = kEndOfTextToken;
   j["torch_dtype"] = "float32";
   j["use_cache"] = true;
   return j.dump(2) + "\n";

@@ -11,6 +11,11 @@
 
 namespace gpt2 {
 
+// <|endoftext|>: GPT-2's one special token, the id after its 50,256 mergeable ones. It separates
+// documents in training data, starts an empty prompt and ends a generation. (The tokenizer derives
+// the same id from its vocabulary: Tokenizer::eot_token.)
+inline constexpr int32_t kEndOfTextToken = 50256;
+
 struct GPTConfig {
   int64_t n_layer = 12;        // L: transformer blocks
   int64_t n_head = 12;         // NH: attention heads

@@ -32,8 +32,6 @@ namespace gpt2 {
 
 namespace {
 
-constexpr int32_t kEndOfText = 50256;
-
 struct Request {
   int64_t id = 0;
   GenerationParams params;
@@ -446,11 +444,11 @@ class Engine::Impl {
     }
     SamplingOptions o{p.temperature, p.top_k, p.top_p, p.top_logprobs, {}};
     if (r.generated < p.min_tokens) {
-      if (!p.ignore_eos) o.banned.push_back(kEndOfText);
+      if (!p.ignore_eos) o.banned.push_back(kEndOfTextToken);
       o.banned.insert(o.banned.end(), p.stop_token_ids.begin(), p.stop_token_ids.end());
     }
     SampledToken next = SampleToken(logits, model_->config().vocab_size, o, r.generator);
-    if (next.id == kEndOfText && !p.ignore_eos) {
+    if (next.id == kEndOfTextToken && !p.ignore_eos) {
       Finish(r, Ending(FinishReason::kEos));
       return;
     }

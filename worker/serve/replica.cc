@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/config.h"
 #include "worker/serve/serve_metrics.h"
 #include "worker/serve/token_stream.h"
 
@@ -18,7 +19,7 @@ namespace fs = std::filesystem;
 // One greedy token from <|endoftext|>: the weights run and give a finite log-probability.
 absl::Status SelfTest(Engine& engine) {
   GenerationParams p;
-  p.prompt = {50256};
+  p.prompt = {kEndOfTextToken};
   p.temperature = 0;
   p.max_tokens = 1;
   p.ignore_eos = true;

@@ -1,4 +1,4 @@
-// A serving replica's Prometheus metrics (names in docs/control-plane.md and ../shared/DESIGN.md):
+// A serving replica's Prometheus metrics (names in docs/serving.md and docs/control-plane.md):
 // requests by status code, time to first token, inter-token latency (decode steps only, prefill
 // excluded), request duration, prompt and completion tokens, batch size, queue depth, KV-cache
 // usage and the checkpoint step served. Histogram buckets span CPU (seconds) and GPU (ms). Thread-safe.

@@ -304,8 +304,9 @@ absl::Status Trainer::Run() {
       grads.push_back(loss_accum);
       group_->AllReduceMean(grads);
     }
-    const double grad_norm = cfg_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(params, cfg_.grad_clip)
-                                                : torch::nn::utils::clip_grad_norm_(params, 1e30);
+    // clip_grad_norm_ returns the total norm before clipping; with no clipping asked for, a bound
+    // no norm reaches makes it only measure (the same fused computation, nothing scaled).
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(params, cfg_.grad_clip > 0 ? cfg_.grad_clip : 1e30);
     const double lr = LearningRate(step, cfg_.max_lr, cfg_.min_lr_ratio, cfg_.warmup_steps, cfg_.max_steps);
     optimizer_->Step(lr);
     if (device_.is_cuda()) c10::cuda::device_synchronize();
