@@ -114,7 +114,9 @@ void Coordinator::Receive(const std::string& worker_id, const std::shared_ptr<Wo
     ack.mutable_ack()->set_sequence(message.rank_event().sequence());
     session->Send(std::move(ack));
   }
-  Schedule();
+  // Only an exit frees a worker or ends an attempt; steps and evals change nothing to schedule
+  // (and a new checkpoint reaches a following deployment at the next tick).
+  if (message.rank_event().has_exit()) Schedule();
 }
 
 void Coordinator::Disconnect(const std::string& worker_id, const std::shared_ptr<WorkerSession>& session,

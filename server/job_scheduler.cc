@@ -3,10 +3,10 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/states.h"
 #include "server/coordinator.h"
@@ -157,11 +157,7 @@ void JobScheduler::Tick(Clock::time_point now) {
 
 void JobScheduler::CheckProgress(Clock::time_point now) {
   if (opts_.rank_progress_timeout.count() <= 0) return;
-  auto seconds = [](Clock::duration d) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.1fs", std::chrono::duration<double>(d).count());
-    return std::string(buf);
-  };
+  auto seconds = [](Clock::duration d) { return absl::StrFormat("%.1fs", std::chrono::duration<double>(d).count()); };
   std::vector<std::pair<std::string, std::string>> hung;  // job id, reason
   for (auto& [id, aj] : active_) {
     if (aj.job.state() != v1::JOB_STATE_RUNNING || aj.adopting) continue;

@@ -33,10 +33,6 @@ absl::StatusOr<v1::Deployment> ValidateDeployment(v1::Deployment d) {
   if (d.replicas() == 0) d.set_replicas(1);
   if (d.replicas() < 1 || d.replicas() > 64)
     return absl::InvalidArgumentError(absl::StrCat("deployment.replicas: ", d.replicas(), " is not in [1, 64]"));
-  d.clear_worker_ids();
-  d.clear_ready_replicas();
-  d.clear_serving_step();
-  d.clear_created_at();
   return d;
 }
 

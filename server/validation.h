@@ -20,7 +20,7 @@ absl::StatusOr<JobShape> ValidateSubmission(const v1::TrainSpec& spec, const std
 
 // A name of lowercase letters, digits and '-' (at most 63, as a DNS label; empty: "default"),
 // exactly one of checkpoint and follow_job, replicas in [1, 64] (0: 1). Returns `d` with those
-// defaults and without the fields gpt2d owns (worker_ids, status, created_at).
+// defaults (the fields gpt2d owns, worker_ids, status and created_at, are Deployments::Create's).
 absl::StatusOr<v1::Deployment> ValidateDeployment(v1::Deployment d);
 
 // A worker's Register: worker_id, device and host present.

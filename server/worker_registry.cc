@@ -100,7 +100,6 @@ void WorkerRegistry::Heard(WorkerEntry& w, const v1::WorkerMessage& message, std
   if (!message.has_heartbeat()) return;
   const v1::Heartbeat& hb = message.heartbeat();
   if (hb.has_rank() && hb.rank().job_id() == w.info.job_id()) {
-    w.rank_ticks = hb.rank().ticks();
     w.progressed_at = w.last_seen - std::chrono::milliseconds(std::max<int64_t>(0, hb.rank().idle_ms()));
   }
   w.serving = hb.serving();
@@ -146,10 +145,7 @@ void WorkerRegistry::SetState(WorkerEntry& w, v1::WorkerState state, const std::
   w.info.set_job_id(job_id);
   w.info.set_rank(rank);
   w.info.set_deployment(deployment);
-  if (state == v1::WORKER_STATE_TRAINING) {  // a rank starts (or re-attaches): its clock starts now
-    w.rank_ticks = -1;
-    w.progressed_at = Clock::now();
-  }
+  if (state == v1::WORKER_STATE_TRAINING) w.progressed_at = Clock::now();  // a rank starts or re-attaches
   if (absl::Status s = store_.PutWorker(w.info); !s.ok()) refusals_.Refused(s);
   UpdateMetrics();
 }

@@ -54,8 +54,7 @@ struct WorkerEntry {
   int relay_failures = 0;   // requests it failed in a row (Deployments::Release)
   bool ejected = false;     // out of routing since ejected_at
   Clock::time_point ejected_at;
-  int64_t rank_ticks = -1;          // its rank's progress counter, from heartbeats
-  Clock::time_point progressed_at;  // when it last moved, by the worker's clock (or the assignment)
+  Clock::time_point progressed_at;  // its rank's last progress, by the worker's clock (or the assignment)
 
   bool connected() const { return session != nullptr; }
   void Send(v1::CoordinatorMessage m) {

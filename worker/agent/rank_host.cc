@@ -209,7 +209,9 @@ void RankHost::Watch() {
     if (running_ && cancelled_at_ && Clock::now() - *cancelled_at_ >= opts_.cancel_grace) {
       // The rank's thread is stuck where no flag reaches it; only the process can end it. Its
       // events are lost with it, which is fine: gpt2d restarts the job from its checkpoint.
-      Log(absl::StrCat(runner_->task().job_id, " attempt ", runner_->task().attempt, " rank ", runner_->task().rank,
+      // reporting_, not runner_: the destructor has moved runner_ out while it waits for the rank.
+      const RankTask& t = *reporting_;
+      Log(absl::StrCat(t.job_id, " attempt ", t.attempt, " rank ", t.rank,
                        ": did not stop within ", opts_.cancel_grace.count() / 1000.0,
                        "s of being cancelled (stuck in a device call, a file system or a collective); exiting with ",
                        kStuckRankExitCode, " so that the supervisor restarts this worker with its device free"));
