@@ -16,8 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -62,12 +62,12 @@ int main(int argc, char** argv) {
 
   // Each iteration runs on a new thread, so it starts with an empty piece cache (the cache is per
   // thread): repeating the same text must not make it look faster than one pass over new text.
-  std::size_t tokens = 0;
+  size_t tokens = 0;
   std::vector<double> seconds;
   for (int i = 0; i < iterations; ++i) {
     std::thread([&] {
       const auto start = std::chrono::steady_clock::now();
-      tokens = tokenizer->encode_ordinary(text).size();
+      tokens = tokenizer->EncodeOrdinary(text).size();
       seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }).join();
   }

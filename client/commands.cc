@@ -16,8 +16,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "client/format.h"
+#include "common/job_spec.h"
 #include "common/states.h"
-#include "worker/train/spec.h"
 
 namespace gpt2::ctl {
 
@@ -84,11 +84,11 @@ int Client::Fail(const grpc::Status& status) const {
       }
       std::string hint = "is it running? --server / GPT2D_SERVER";
       const std::string lower = absl::AsciiStrToLower(message);
-      if (options_.channel.tls && (absl::StrContains(lower, "ssl") || absl::StrContains(lower, "handshake")))
+      if (UsesTls(options_.channel) && (absl::StrContains(lower, "ssl") || absl::StrContains(lower, "handshake")))
         hint = "TLS failed: check --tls-ca, --tls-server-name, --tls-cert/--tls-key";
       else if (absl::StrContains(lower, "socket closed"))  // it hung up on the handshake
-        hint = options_.channel.tls ? "does gpt2d want a client certificate? --tls-cert/--tls-key"
-                                    : "is it running, and does it want TLS? --tls";
+        hint = UsesTls(options_.channel) ? "does gpt2d want a client certificate? --tls-cert/--tls-key"
+                                         : "is it running, and does it want TLS? --tls";
       std::cerr << "error: cannot reach gpt2d at " << address << ": " << message << " (" << hint << ")\n";
       return kExitUnreachable;
     }
@@ -111,6 +111,24 @@ int UsageError(const std::string& message) {
   std::cerr << "error: " << message << "\n";
   return kExitUsage;
 }
+
+namespace {
+
+// The shape of most verbs: one unary call (`call` fills the response under the client's deadline),
+// then the response as JSON (--output json) or as `print` shows it. Returns the exit code.
+template <typename Response, typename Call, typename Print>
+int Unary(Client& client, Call call, Print print) {
+  Response response;
+  if (grpc::Status status = call(client.UnaryContext().get(), &response); !status.ok()) return client.Fail(status);
+  if (client.json()) {
+    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
+  } else {
+    print(response);
+  }
+  return kExitOk;
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // jobs
@@ -266,29 +284,17 @@ void PrintJobSummary(const v1::Job& job) {
 int GetJob(Client& client, const std::string& job_id) {
   v1::GetJobRequest request;
   request.set_id(job_id);
-  v1::Job job;
-  grpc::Status status = client.jobs().GetJob(client.UnaryContext().get(), request, &job);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(job, /*pretty=*/true) << std::endl;
-  } else {
-    PrintJobSummary(job);
-  }
-  return kExitOk;
+  return Unary<v1::Job>(
+      client, [&](grpc::ClientContext* ctx, v1::Job* r) { return client.jobs().GetJob(ctx, request, r); },
+      [&](const v1::Job& job) { PrintJobSummary(job); });
 }
 
 int CancelJob(Client& client, const std::string& job_id) {
   v1::CancelJobRequest request;
   request.set_id(job_id);
-  v1::Job job;
-  grpc::Status status = client.jobs().CancelJob(client.UnaryContext().get(), request, &job);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(job, /*pretty=*/true) << std::endl;
-  } else {
-    std::cout << job.id() << " " << JobStateName(job.state()) << std::endl;
-  }
-  return kExitOk;
+  return Unary<v1::Job>(
+      client, [&](grpc::ClientContext* ctx, v1::Job* r) { return client.jobs().CancelJob(ctx, request, r); },
+      [&](const v1::Job& job) { std::cout << job.id() << " " << JobStateName(job.state()) << std::endl; });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,79 +303,74 @@ int CancelJob(Client& client, const std::string& job_id) {
 int ListCheckpoints(Client& client, const std::string& job_id) {
   v1::ListCheckpointsRequest request;
   request.set_job_id(job_id);
-  v1::ListCheckpointsResponse response;
-  grpc::Status status = client.jobs().ListCheckpoints(client.UnaryContext().get(), request, &response);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
-    return kExitOk;
-  }
-  if (response.checkpoints().empty()) {
-    std::cerr << "No checkpoints of " << job_id << " yet.\n";
-    return kExitOk;
-  }
-  const int64_t now = NowUnixSeconds();
-  Table table({"STEP", "VAL LOSS", "PATH", "CREATED"});
-  for (const v1::Checkpoint& c : response.checkpoints()) {
-    table.AddRow({absl::StrCat(c.step()), FormatLoss(c.has_val_loss() ? std::optional(c.val_loss()) : std::nullopt),
-                  c.path(), FormatAge(c.created_at(), now)});
-  }
-  table.Print(std::cout);
-  return kExitOk;
+  return Unary<v1::ListCheckpointsResponse>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::ListCheckpointsResponse* r) {
+        return client.jobs().ListCheckpoints(ctx, request, r);
+      },
+      [&](const v1::ListCheckpointsResponse& response) {
+        if (response.checkpoints().empty()) {
+          std::cerr << "No checkpoints of " << job_id << " yet.\n";
+          return;
+        }
+        const int64_t now = NowUnixSeconds();
+        Table table({"STEP", "VAL LOSS", "PATH", "CREATED"});
+        for (const v1::Checkpoint& c : response.checkpoints()) {
+          table.AddRow({absl::StrCat(c.step()),
+                        FormatLoss(c.has_val_loss() ? std::optional(c.val_loss()) : std::nullopt), c.path(),
+                        FormatAge(c.created_at(), now)});
+        }
+        table.Print(std::cout);
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
 // workers
 
 int ListWorkers(Client& client) {
-  v1::ListWorkersResponse response;
-  grpc::Status status = client.cluster().ListWorkers(client.UnaryContext().get(), v1::ListWorkersRequest(), &response);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
-    return kExitOk;
-  }
-  if (response.workers().empty()) {
-    std::cerr << "No workers have registered with gpt2d.\n";
-    return kExitOk;
-  }
-  const int64_t now = NowUnixSeconds();
-  Table table({"ID", "STATE", "DEVICE", "HOST", "JOB", "RANK", "LAST HEARTBEAT"});
-  for (const v1::Worker& w : response.workers()) {
-    const bool training = !w.job_id().empty();
-    table.AddRow({w.id(), WorkerStateName(w.state()), OrDash(w.device()), OrDash(w.host()),
-                  training ? w.job_id() : OrDash(w.deployment()), training ? absl::StrCat(w.rank()) : "-",
-                  FormatAge(w.last_heartbeat(), now)});
-  }
-  table.Print(std::cout);
-  return kExitOk;
+  return Unary<v1::ListWorkersResponse>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::ListWorkersResponse* r) {
+        return client.cluster().ListWorkers(ctx, v1::ListWorkersRequest(), r);
+      },
+      [&](const v1::ListWorkersResponse& response) {
+        if (response.workers().empty()) {
+          std::cerr << "No workers have registered with gpt2d.\n";
+          return;
+        }
+        const int64_t now = NowUnixSeconds();
+        Table table({"ID", "STATE", "DEVICE", "HOST", "JOB", "RANK", "LAST HEARTBEAT"});
+        for (const v1::Worker& w : response.workers()) {
+          const bool training = !w.job_id().empty();
+          table.AddRow({w.id(), WorkerStateName(w.state()), OrDash(w.device()), OrDash(w.host()),
+                        training ? w.job_id() : OrDash(w.deployment()), training ? absl::StrCat(w.rank()) : "-",
+                        FormatAge(w.last_heartbeat(), now)});
+        }
+        table.Print(std::cout);
+      });
 }
 
 int GetWorker(Client& client, const std::string& worker_id) {
   v1::GetWorkerRequest request;
   request.set_id(worker_id);
-  v1::Worker w;
-  grpc::Status status = client.cluster().GetWorker(client.UnaryContext().get(), request, &w);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(w, /*pretty=*/true) << std::endl;
-    return kExitOk;
-  }
-  const int64_t now = NowUnixSeconds();
-  std::vector<std::pair<std::string, std::string>> rows = {
-      {"ID", w.id()},
-      {"State", WorkerStateName(w.state())},
-      {"Host", OrDash(w.host())},
-      {"Device", OrDash(w.device())},
-      {"Memory", FormatBytes(w.memory_bytes())},
-      {"Job", OrDash(w.job_id())},
-      {"Rank", w.job_id().empty() ? "-" : absl::StrCat(w.rank())},
-      {"Deployment", OrDash(w.deployment())},
-      {"Serve address", OrDash(w.serve_address())},
-      {"Last heartbeat", FormatTimestampAndAge(w.last_heartbeat(), now)},
-  };
-  PrintFields(rows, std::cout);
-  return kExitOk;
+  return Unary<v1::Worker>(
+      client, [&](grpc::ClientContext* ctx, v1::Worker* r) { return client.cluster().GetWorker(ctx, request, r); },
+      [&](const v1::Worker& w) {
+        const int64_t now = NowUnixSeconds();
+        std::vector<std::pair<std::string, std::string>> rows = {
+            {"ID", w.id()},
+            {"State", WorkerStateName(w.state())},
+            {"Host", OrDash(w.host())},
+            {"Device", OrDash(w.device())},
+            {"Memory", FormatBytes(w.memory_bytes())},
+            {"Job", OrDash(w.job_id())},
+            {"Rank", w.job_id().empty() ? "-" : absl::StrCat(w.rank())},
+            {"Deployment", OrDash(w.deployment())},
+            {"Serve address", OrDash(w.serve_address())},
+            {"Last heartbeat", FormatTimestampAndAge(w.last_heartbeat(), now)},
+        };
+        PrintFields(rows, std::cout);
+      });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,77 +402,72 @@ int CreateDeployment(Client& client, const CreateDeploymentOptions& options) {
   d.set_checkpoint(options.checkpoint);
   d.set_follow_job(options.follow_job);
   d.set_replicas(options.replicas);
-  v1::Deployment created;
-  grpc::Status status = client.deployments().CreateDeployment(client.UnaryContext().get(), request, &created);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(created, /*pretty=*/true) << std::endl;
-  } else {
-    std::cout << "deployment " << created.name() << " created (" << Replicas(created.replicas()) << ")" << std::endl;
-  }
-  return kExitOk;
+  return Unary<v1::Deployment>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::Deployment* r) {
+        return client.deployments().CreateDeployment(ctx, request, r);
+      },
+      [&](const v1::Deployment& created) {
+        std::cout << "deployment " << created.name() << " created (" << Replicas(created.replicas()) << ")"
+                  << std::endl;
+      });
 }
 
 int ListDeployments(Client& client) {
-  v1::ListDeploymentsResponse response;
-  grpc::Status status =
-      client.deployments().ListDeployments(client.UnaryContext().get(), v1::ListDeploymentsRequest(), &response);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
-    return kExitOk;
-  }
-  if (response.deployments().empty()) {
-    std::cerr << "No deployments (gpt2ctl deploy create).\n";
-    return kExitOk;
-  }
-  const int64_t now = NowUnixSeconds();
-  Table table({"NAME", "SOURCE", "REPLICAS", "STEP", "WORKERS", "AGE"});
-  for (const v1::Deployment& d : response.deployments()) {
-    table.AddRow({d.name(), DeploymentSource(d), ReadyOfWanted(d), ServingStep(d),
-                  d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ","), FormatAge(d.created_at(), now)});
-  }
-  table.Print(std::cout);
-  return kExitOk;
+  return Unary<v1::ListDeploymentsResponse>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::ListDeploymentsResponse* r) {
+        return client.deployments().ListDeployments(ctx, v1::ListDeploymentsRequest(), r);
+      },
+      [&](const v1::ListDeploymentsResponse& response) {
+        if (response.deployments().empty()) {
+          std::cerr << "No deployments (gpt2ctl deploy create).\n";
+          return;
+        }
+        const int64_t now = NowUnixSeconds();
+        Table table({"NAME", "SOURCE", "REPLICAS", "STEP", "WORKERS", "AGE"});
+        for (const v1::Deployment& d : response.deployments()) {
+          table.AddRow({d.name(), DeploymentSource(d), ReadyOfWanted(d), ServingStep(d),
+                        d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ","),
+                        FormatAge(d.created_at(), now)});
+        }
+        table.Print(std::cout);
+      });
 }
 
 int GetDeployment(Client& client, const std::string& name) {
   v1::GetDeploymentRequest request;
   request.set_name(name);
-  v1::Deployment d;
-  grpc::Status status = client.deployments().GetDeployment(client.UnaryContext().get(), request, &d);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(d, /*pretty=*/true) << std::endl;
-    return kExitOk;
-  }
-  const int64_t now = NowUnixSeconds();
-  std::vector<std::pair<std::string, std::string>> rows = {{"Name", d.name()}};
-  if (!d.follow_job().empty()) {
-    rows.push_back({"Follows job", d.follow_job()});
-  } else {
-    rows.push_back({"Checkpoint", OrDash(d.checkpoint())});
-  }
-  rows.push_back({"Replicas", absl::StrCat(ReadyOfWanted(d), " ready")});
-  rows.push_back({"Serving step", ServingStep(d)});
-  rows.push_back({"Workers", d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ", ")});
-  rows.push_back({"Created", FormatTimestampAndAge(d.created_at(), now)});
-  PrintFields(rows, std::cout);
-  return kExitOk;
+  return Unary<v1::Deployment>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::Deployment* r) { return client.deployments().GetDeployment(ctx, request, r); },
+      [&](const v1::Deployment& d) {
+        const int64_t now = NowUnixSeconds();
+        std::vector<std::pair<std::string, std::string>> rows = {{"Name", d.name()}};
+        if (!d.follow_job().empty()) {
+          rows.push_back({"Follows job", d.follow_job()});
+        } else {
+          rows.push_back({"Checkpoint", OrDash(d.checkpoint())});
+        }
+        rows.push_back({"Replicas", absl::StrCat(ReadyOfWanted(d), " ready")});
+        rows.push_back({"Serving step", ServingStep(d)});
+        rows.push_back({"Workers", d.worker_ids().empty() ? "-" : absl::StrJoin(d.worker_ids(), ", ")});
+        rows.push_back({"Created", FormatTimestampAndAge(d.created_at(), now)});
+        PrintFields(rows, std::cout);
+      });
 }
 
 int DeleteDeployment(Client& client, const std::string& name) {
   v1::DeleteDeploymentRequest request;
   request.set_name(name);
-  v1::DeleteDeploymentResponse response;
-  grpc::Status status = client.deployments().DeleteDeployment(client.UnaryContext().get(), request, &response);
-  if (!status.ok()) return client.Fail(status);
-  if (client.json()) {
-    std::cout << ToJson(response, /*pretty=*/true) << std::endl;
-  } else {
-    std::cout << "deployment " << name << " deleted" << std::endl;
-  }
-  return kExitOk;
+  return Unary<v1::DeleteDeploymentResponse>(
+      client,
+      [&](grpc::ClientContext* ctx, v1::DeleteDeploymentResponse* r) {
+        return client.deployments().DeleteDeployment(ctx, request, r);
+      },
+      [&](const v1::DeleteDeploymentResponse& response) {
+        std::cout << "deployment " << name << " deleted" << std::endl;
+      });
 }
 
 }  // namespace gpt2::ctl

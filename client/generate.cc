@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
 #include "client/format.h"
+#include "common/utf8.h"
 
 namespace gpt2::ctl {
 namespace {
@@ -66,39 +67,6 @@ class CancelOnInterrupt {
   std::thread thread_;
 };
 
-bool IsValidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + n >= s.size()) return false;  // cut short
-    for (size_t k = 1; k <= n; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, surrogates and code points past U+10FFFF are not UTF-8.
-    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += n + 1;
-  }
-  return true;
-}
-
 absl::StatusOr<v1::GenerateRequest> MakeRequest(const GenerateOptions& options) {
   v1::GenerateRequest request;
   std::string prompt = options.prompt;
@@ -108,7 +76,8 @@ absl::StatusOr<v1::GenerateRequest> MakeRequest(const GenerateOptions& options) 
     text << std::cin.rdbuf();
     prompt = text.str();
   }
-  if (!IsValidUtf8(prompt)) return absl::InvalidArgumentError("the prompt is not valid UTF-8");
+  if (ValidUtf8PrefixLength(prompt) != prompt.size())
+    return absl::InvalidArgumentError("the prompt is not valid UTF-8");
   request.set_deployment(options.deployment);
   request.set_prompt(prompt);
   v1::SamplingParams& s = *request.mutable_sampling();
@@ -140,7 +109,8 @@ int Complete(Client& client, const v1::GenerateRequest& request, std::unique_ptr
     std::cout << ToJson(response, /*pretty=*/true) << std::endl;
     return kExitOk;
   }
-  if (response.choices_size() == 0) return client.Fail(grpc::Status(grpc::StatusCode::INTERNAL, "no choice in the reply"));
+  if (response.choices_size() == 0)
+    return client.Fail(grpc::Status(grpc::StatusCode::INTERNAL, "no choice in the reply"));
   const v1::Choice& choice = response.choices(0);  // gpt2ctl asks for one
   std::cout << choice.text() << "\n" << std::flush;
   double sum = 0;

@@ -8,8 +8,8 @@
 
 #include "client/commands.h"
 #include "client/format.h"
-#include "common/states.h"
 #include "common/client_channel.h"
+#include "common/states.h"
 
 namespace {
 
@@ -256,8 +256,6 @@ int main(int argc, char** argv) {
   if (seed_opt->count() > 0) gen.seed = seed;
   if (deploy_create_cmd->parsed() && create.checkpoint.empty() == create.follow_job.empty())
     return UsageError("deploy create needs exactly one of --checkpoint DIR and --follow-job JOB_ID");
-  global.channel.tls = global.channel.tls || !global.channel.tls_ca_file.empty() ||
-                       !global.channel.tls_cert_file.empty() || !global.channel.tls_server_name.empty();
   if (!token_file.empty()) {
     absl::StatusOr<std::string> read = gpt2::ReadTokenFile(token_file);
     if (!read.ok()) return UsageError(std::string(read.status().message()));

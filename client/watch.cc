@@ -18,8 +18,8 @@
 #include "absl/strings/str_replace.h"
 #include "client/commands.h"
 #include "client/format.h"
+#include "common/job_spec.h"
 #include "common/states.h"
-#include "worker/train/spec.h"
 
 namespace gpt2::ctl {
 namespace {

@@ -42,6 +42,11 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 
 }  // namespace
 
+bool UsesTls(const ClientChannelOptions& options) {
+  return options.tls || !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
+         !options.tls_server_name.empty();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(const ClientChannelOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("no server address (--server)");
   if (options.tls_cert_file.empty() != options.tls_key_file.empty())
@@ -52,9 +57,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeClientChannel(const ClientCha
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
 
-  if (!options.tls) {
-    if (!options.tls_ca_file.empty() || !options.tls_cert_file.empty() || !options.tls_server_name.empty())
-      return absl::InvalidArgumentError("TLS files or a TLS server name were given for a plaintext channel");
+  if (!UsesTls(options)) {
     return grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
   }
 

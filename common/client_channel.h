@@ -19,12 +19,15 @@ namespace gpt2 {
 struct ClientChannelOptions {
   std::string address;        // "host:port" or any gRPC target ("dns:///host:port", "unix:/path")
   std::string token;          // bearer token; empty: send none
-  bool tls = false;           // false: plaintext, and the tls_* files below must be empty
+  bool tls = false;           // TLS with the system roots; any tls_* field below implies TLS too
   std::string tls_ca_file;    // PEM roots to verify gpt2d with; empty: the system's roots
   std::string tls_cert_file;  // client certificate and key for mutual TLS: both or neither
   std::string tls_key_file;
   std::string tls_server_name;  // name to verify in gpt2d's certificate instead of the address's host
 };
+
+// Whether the channel is TLS: options.tls or any tls_* field set.
+bool UsesTls(const ClientChannelOptions& options);
 
 // A channel to options.address. It connects lazily: an unreachable server shows up as UNAVAILABLE
 // on the first call, not here. Errors are INVALID_ARGUMENT and name the file or flag at fault.

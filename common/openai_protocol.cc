@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "worker/tokenizer/utf8.h"
+#include "common/utf8.h"
 
 namespace gpt2::openai {
 namespace {
@@ -112,7 +112,7 @@ int64_t Characters(std::string_view s) {
 }  // namespace
 
 const std::vector<std::string>& IgnoredFields() {
-  static const std::vector<std::string> fields = {"user", "suffix", "presence_penalty", "frequency_penalty",
+  static const std::vector<std::string> fields = {"user",    "suffix",    "presence_penalty", "frequency_penalty",
                                                   "best_of", "logit_bias"};
   return fields;
 }
@@ -121,8 +121,8 @@ absl::StatusOr<CompletionsCall> ParseCompletions(const std::string& text) {
   json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) return absl::InvalidArgumentError("the body is not JSON");
   if (!body.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
-  static const std::set<std::string> known = {"model", "prompt", "max_tokens", "temperature", "top_p", "seed",
-                                              "stop", "n", "stream", "stream_options", "logprobs", "echo",
+  static const std::set<std::string> known = {"model", "prompt",     "max_tokens", "temperature",    "top_p",    "seed",
+                                              "stop",  "n",          "stream",     "stream_options", "logprobs", "echo",
                                               "top_k", "ignore_eos", "min_tokens", "stop_token_ids"};
   std::vector<std::string> unknown;
   for (auto it = body.begin(); it != body.end(); ++it) {
@@ -143,13 +143,13 @@ absl::StatusOr<CompletionsCall> ParseCompletions(const std::string& text) {
   std::optional<double> temperature, top_p;
   bool ignore_eos = false;
   constexpr int64_t kInt32 = std::numeric_limits<int32_t>::max();
-  for (absl::Status s : {Int(body, "max_tokens", 0, kInt32, &max_tokens), Int(body, "n", 1, kInt32, &n),
-                         Int(body, "logprobs", 0, kInt32, &logprobs), Int(body, "top_k", -1, kInt32, &top_k),
-                         Int(body, "min_tokens", 0, kInt32, &min_tokens),
-                         Int(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &seed),
-                         Number(body, "temperature", &temperature), Number(body, "top_p", &top_p),
-                         Bool(body, "stream", &call.stream), Bool(body, "echo", &call.echo),
-                         Bool(body, "ignore_eos", &ignore_eos)}) {
+  for (absl::Status s :
+       {Int(body, "max_tokens", 0, kInt32, &max_tokens), Int(body, "n", 1, kInt32, &n),
+        Int(body, "logprobs", 0, kInt32, &logprobs), Int(body, "top_k", -1, kInt32, &top_k),
+        Int(body, "min_tokens", 0, kInt32, &min_tokens),
+        Int(body, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &seed),
+        Number(body, "temperature", &temperature), Number(body, "top_p", &top_p), Bool(body, "stream", &call.stream),
+        Bool(body, "echo", &call.echo), Bool(body, "ignore_eos", &ignore_eos)}) {
     if (!s.ok()) return s;
   }
   std::vector<std::string> stop;
@@ -209,7 +209,7 @@ absl::StatusOr<CompletionsCall> ParseCompletions(const std::string& text) {
 }
 
 std::string TokenText(const Tokenizer& tokenizer, int32_t id) {
-  absl::StatusOr<std::string_view> bytes = tokenizer.token_bytes(static_cast<TokenId>(id));
+  absl::StatusOr<std::string_view> bytes = tokenizer.TokenBytes(static_cast<TokenId>(id));
   if (!bytes.ok()) return "";
   if (ValidUtf8PrefixLength(*bytes) == bytes->size()) return std::string(*bytes);
   std::string out = "bytes:";
@@ -248,7 +248,7 @@ void ChoiceBuilder::AddTokens(const google::protobuf::RepeatedField<int32_t>& id
     }
     // The text offset advances by the token's characters as decoded in sequence; a token that
     // ends inside a character advances it when that character completes.
-    if (absl::StatusOr<std::string> text = decoder_.push(static_cast<TokenId>(ids[i])); text.ok())
+    if (absl::StatusOr<std::string> text = decoder_.Push(static_cast<TokenId>(ids[i])); text.ok())
       chars_ += Characters(*text);
   }
 }
@@ -318,7 +318,10 @@ json Completion(const std::string& id, int64_t created, const std::string& model
 }
 
 json Chunk(const std::string& id, int64_t created, const std::string& model, json choice, bool with_usage_field) {
-  json out = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
+  json out = {{"id", id},
+              {"object", "text_completion"},
+              {"created", created},
+              {"model", model},
               {"choices", json::array({std::move(choice)})}};
   if (with_usage_field) out["usage"] = nullptr;
   return out;
@@ -326,8 +329,12 @@ json Chunk(const std::string& id, int64_t created, const std::string& model, jso
 
 json UsageChunk(const std::string& id, int64_t created, const std::string& model,
                 const std::vector<ChoiceBuilder>& choices, int n) {
-  return {{"id", id},           {"object", "text_completion"}, {"created", created},
-          {"model", model},     {"choices", json::array()},    {"usage", Usage(choices, n)},
+  return {{"id", id},
+          {"object", "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array()},
+          {"usage", Usage(choices, n)},
           {"checkpoint", Checkpoint(choices)}};
 }
 
@@ -374,8 +381,9 @@ Error ToError(const absl::Status& status) {
     const size_t end = m.find_first_of(":[ ");
     if (end != std::string::npos && end > 0 && m[end] != ' ') param = m.substr(0, end);
   }
-  return {k.http, {{"error", {{"message", std::string(status.message())}, {"type", k.type}, {"param", param},
-                              {"code", k.code}}}}};
+  return {
+      k.http,
+      {{"error", {{"message", std::string(status.message())}, {"type", k.type}, {"param", param}, {"code", k.code}}}}};
 }
 
 std::string NewCompletionId() {

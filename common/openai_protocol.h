@@ -12,16 +12,16 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/tokenizer/stream_decoder.h"
+#include "common/tokenizer/tokenizer.h"
 #include "gpt2d/v1/generate.pb.h"
 #include "nlohmann/json.hpp"
-#include "worker/tokenizer/stream_decoder.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2::openai {
 
 // A parsed POST /v1/completions body.
 struct CompletionsCall {
-  std::string model;  // the deployment; empty = the default one
+  std::string model;                                // the deployment; empty = the default one
   std::vector<gpt2d::v1::GenerateRequest> prompts;  // one per prompt, each asking for `n` choices
   int n = 1;
   bool stream = false, include_usage = false;

@@ -207,11 +207,13 @@ class Server::Impl {
     const bool known = path == "/v1/completions" || path == "/v1/models" || path.rfind("/v1/models/", 0) == 0 ||
                        path == "/tokenize" || path == "/detokenize" || path == "/tokenizer_info";
     if (!known)
-      return Fail(sock, req, absl::NotFoundError(absl::StrCat("no such endpoint: ", std::string(req.method_string()), " ", path)),
+      return Fail(sock, req,
+                  absl::NotFoundError(absl::StrCat("no such endpoint: ", std::string(req.method_string()), " ", path)),
                   false);
     const std::string authorization = Header(req, http::field::authorization);
     if (!opts_.token.empty() && !ConstantTimeEqual(authorization, "Bearer " + opts_.token))
-      return Fail(sock, req, absl::UnauthenticatedError("a valid bearer token is required (Authorization: Bearer ...)"));
+      return Fail(sock, req,
+                  absl::UnauthenticatedError("a valid bearer token is required (Authorization: Bearer ...)"));
     if (path == "/v1/completions" && post) return Completions(sock, req, authorization);
     if (path == "/v1/models" && get) return Models(sock, req, authorization, "");
     if (path.rfind("/v1/models/", 0) == 0 && get) return Models(sock, req, authorization, path.substr(11));
@@ -225,17 +227,16 @@ class Server::Impl {
                     {"tokenizer_class", "GPT2Tokenizer"},
                     {"model_max_length", opts_.max_context}});
     }
-    return Fail(sock, req, absl::InvalidArgumentError(absl::StrCat("method ", std::string(req.method_string()), " not allowed on ", path)),
-                false);
+    return Fail(
+        sock, req,
+        absl::InvalidArgumentError(absl::StrCat("method ", std::string(req.method_string()), " not allowed on ", path)),
+        false);
   }
 
   static json ModelJson(const ModelInfo& m) {
-    return {{"id", m.id},
-            {"object", "model"},
-            {"created", m.created},
-            {"owned_by", "gpt2d"},
-            {"root", m.checkpoint},
-            {"checkpoint", {{"job", m.job_id}, {"step", m.step}, {"path", m.checkpoint}}}};
+    return {{"id", m.id},           {"object", "model"},
+            {"created", m.created}, {"owned_by", "gpt2d"},
+            {"root", m.checkpoint}, {"checkpoint", {{"job", m.job_id}, {"step", m.step}, {"path", m.checkpoint}}}};
   }
 
   bool Models(tcp::socket& sock, const Request& req, const std::string& authorization, const std::string& one) {
@@ -243,7 +244,8 @@ class Server::Impl {
     if (!models.ok()) return Fail(sock, req, models.status());
     json data = json::array();
     for (const ModelInfo& m : *models) {
-      if (!one.empty() && m.id == one) return Reply(sock, req.version(), req.keep_alive(), http::status::ok, ModelJson(m));
+      if (!one.empty() && m.id == one)
+        return Reply(sock, req.version(), req.keep_alive(), http::status::ok, ModelJson(m));
       data.push_back(ModelJson(m));
     }
     if (!one.empty()) return Fail(sock, req, absl::NotFoundError(absl::StrCat("no model ", one)));
@@ -255,7 +257,7 @@ class Server::Impl {
     if (!body.is_object() || !body.contains("prompt") || !body["prompt"].is_string())
       return Fail(sock, req, absl::InvalidArgumentError("prompt: a string is required"));
     // As vLLM's (a Hugging Face tokenizer's): the text <|endoftext|> is the special token.
-    std::vector<TokenId> ids = opts_.tokenizer->encode(body["prompt"].get<std::string>(), /*allow_special=*/true);
+    std::vector<TokenId> ids = opts_.tokenizer->Encode(body["prompt"].get<std::string>(), /*allow_special=*/true);
     return Reply(sock, req.version(), req.keep_alive(), http::status::ok,
                  {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", opts_.max_context}});
   }
@@ -269,8 +271,9 @@ class Server::Impl {
       if (!t.is_number_integer()) return Fail(sock, req, absl::InvalidArgumentError("tokens: token ids are integers"));
       ids.push_back(t.get<TokenId>());
     }
-    absl::StatusOr<std::string> text = opts_.tokenizer->decode(ids);
-    if (!text.ok()) return Fail(sock, req, absl::InvalidArgumentError(absl::StrCat("tokens: ", text.status().message())));
+    absl::StatusOr<std::string> text = opts_.tokenizer->Decode(ids);
+    if (!text.ok())
+      return Fail(sock, req, absl::InvalidArgumentError(absl::StrCat("tokens: ", text.status().message())));
     return Reply(sock, req.version(), req.keep_alive(), http::status::ok, {{"prompt", *text}});
   }
 
@@ -285,8 +288,9 @@ class Server::Impl {
     bool found = false;
     for (const ModelInfo& m : *models) found = found || m.id == model;
     if (!found) {
-      return Fail(sock, req, absl::NotFoundError(models->empty() ? std::string("no model is served")
-                                                                 : absl::StrCat("model: no model named ", model)));
+      return Fail(sock, req,
+                  absl::NotFoundError(models->empty() ? std::string("no model is served")
+                                                      : absl::StrCat("model: no model named ", model)));
     }
 
     // One Generate call per prompt; their pieces and ends meet in one queue.
@@ -373,8 +377,9 @@ class Server::Impl {
         if (k >= choices.size()) continue;
         json delta = choices[k].Add(*item.piece);
         if (call.stream) {
-          send("data: " + Chunk(id, created, model, std::move(delta), call.include_usage)
-                              .dump(-1, ' ', false, json::error_handler_t::replace) +
+          send("data: " +
+               Chunk(id, created, model, std::move(delta), call.include_usage)
+                   .dump(-1, ' ', false, json::error_handler_t::replace) +
                "\n\n");
           if (gone) cancel_all();
         }

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
 
 namespace gpt2::openai {
 
@@ -35,8 +35,8 @@ struct ModelInfo {
 };
 
 struct ServerOptions {
-  std::string listen;  // HOST:PORT (":8000" = every interface; port 0 = any free one)
-  std::string token;   // the bearer token every endpoint but /health requires; empty = none
+  std::string listen;                      // HOST:PORT (":8000" = every interface; port 0 = any free one)
+  std::string token;                       // the bearer token every endpoint but /health requires; empty = none
   std::shared_ptr<grpc::Channel> channel;  // to GenerateService
   // The models served, for GET /v1/models and to refuse an unknown `model` (404); called with
   // the caller's Authorization header. The first is the default (a request without `model`).

@@ -14,7 +14,7 @@ ROOT=$(pwd)
 # SQLite 3.40, PCRE2 10.42, nlohmann-json 3.11.2, yaml-cpp 0.7, gloo headers (git20220518; the
 # compiled gloo is the one inside libtorch_cpu, see docs/collectives.md), jemalloc 5.3, cpp-httplib 0.11.4 (the /metrics and /healthz server), openssl (test
 # certificates), Boost 1.74 (header-only Beast + Asio: the OpenAI-compatible HTTP API), Prometheus 2.42 (server and promtool,
-# for tests), python3-doc 3.11 (the demo corpus), ccache, ninja.
+# for tests), zlib 1.2.13 (gzip input to prep), python3-doc 3.11 (the demo corpus), ccache, ninja.
 # kubernetes-validate (PyPI) checks deploy/k8s against the Kubernetes API schemas offline; the
 # openai SDK and lm-eval (PyPI) are the clients the OpenAI-compatible API is tested with.
 APT_PACKAGES=(
@@ -22,7 +22,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev googletest libcli11-dev libsqlite3-dev sqlite3
   libpcre2-dev nlohmann-json3-dev libyaml-cpp-dev libssl-dev libgloo-dev libjemalloc-dev
-  libcpp-httplib-dev libboost1.74-dev openssl curl
+  libcpp-httplib-dev libboost1.74-dev zlib1g-dev openssl curl
   prometheus python3-doc python3-venv
 )
 # The deployment tests (tests/deploy): Docker 20.10 (engine with BuildKit, and its client), Compose
@@ -45,10 +45,12 @@ fi
 
 # --- Python environment (pinned) ----------------------------------------------------------------
 # torch is the PyPI wheel: its bundled libtorch is the C++ library we link (CUDA build, runs on CPU).
+# pyarrow reads parquet for `gpt2-worker prep` (worker/data/parquet_text.py): Debian 12 has no Arrow C++.
 PY_PACKAGES=(
   torch==2.15.0 transformers==5.23.0 tiktoken==0.14.0 safetensors==0.8.0 numpy==2.4.6
   grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
   pytest==9.2.0 pyyaml==6.0.3 kubernetes-validate==1.37.0
+  pyarrow==26.0.1
 )
 # The clients the OpenAI-compatible API is tested with; not in the image (its build skips the
 # test tools).

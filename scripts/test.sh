@@ -4,7 +4,8 @@
 #   2. the whole ctest suite again under AddressSanitizer + UBSan (a Debug build in build-asan/), and every
 #      parser's libFuzzer target briefly (build-fuzz/)
 #   3. the reference tests against transformers, tiktoken and friends (pytest)
-#   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest)
+#   4. the cluster tests: gpt2d, gpt2-worker daemons, gpt2ctl, Prometheus, a grpcio client (pytest),
+#      and the GPU check's dry run on the CPU (scripts/gpu-check.sh --device cpu)
 #   5. the deployment: deploy/'s files checked by their tools, the image built on a local Debian
 #      base, the CPU compose stack brought up and used (pytest; starts dockerd when none runs)
 # Exit status is non-zero if anything fails.
@@ -39,6 +40,10 @@ echo "== reference tests done after ${SECONDS}s"
 # A separate run: each directory has its own conftest.py.
 GPT2_BUILD_DIR=$(pwd)/build .venv/bin/python -m pytest -q -p no:cacheprovider tests/cluster "$@"
 echo "== cluster tests done after ${SECONDS}s"
+# The GPU check's dry run (docs/gpu.md): the same checks on the CPU with small shapes, so that the
+# script a lent GPU machine runs cannot rot between the sessions that have one.
+GPT2_BUILD_DIR=$(pwd)/build scripts/gpu-check.sh --device cpu
+echo "== GPU check dry run done after ${SECONDS}s"
 
 # A Docker engine for the deployment tests: the one running, or one started here (and stopped at
 # exit; nothing else is touched). Debian's client: its BuildKit needs no buildx plugin.

@@ -10,10 +10,10 @@
 #include <string>
 
 #include "common/client_channel.h"
+#include "common/generate_metrics.h"
 #include "gpt2d/v1/generate.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/rpc.h"
-#include "worker/serve/serve_metrics.h"
 
 namespace gpt2 {
 

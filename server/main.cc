@@ -118,7 +118,6 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = gpt2::MakeServerCredentials(tls);
   if (!creds.ok()) return Fail(std::string(creds.status().message()));
   replicas.token = cluster_token;
-  replicas.tls = !replicas.tls_ca_file.empty() || !replicas.tls_cert_file.empty();
   replicas.address = "localhost:1";  // only to check the TLS files now rather than at the first request
   if (absl::StatusOr<std::shared_ptr<grpc::Channel>> c = gpt2::MakeClientChannel(replicas); !c.ok())
     return Fail(absl::StrCat("--replica-tls-*: ", c.status().message()));
@@ -164,14 +163,16 @@ int main(int argc, char** argv) {
   std::unique_ptr<gpt2::openai::Server> openai;
   if (!openai_listen.empty()) {
     absl::StatusOr<gpt2::Tokenizer> tokenizer = gpt2::LoadTokenizer(vocab);
-    if (!tokenizer.ok()) return Fail(absl::StrCat("--openai-listen needs the vocabulary: ", tokenizer.status().message()));
+    if (!tokenizer.ok())
+      return Fail(absl::StrCat("--openai-listen needs the vocabulary: ", tokenizer.status().message()));
     gpt2::openai::ServerOptions o;
     o.listen = openai_listen;
     o.token = auth_token;
     o.channel = server->InProcessChannel(grpc::ChannelArguments());
     o.tokenizer = std::make_shared<const gpt2::Tokenizer>(*std::move(tokenizer));
     o.refused = [&generate_metrics](const std::string& code) { generate_metrics.Request("openai", code); };
-    auto deployments = std::shared_ptr<gpt2d::v1::DeploymentService::Stub>(gpt2d::v1::DeploymentService::NewStub(o.channel));
+    auto deployments =
+        std::shared_ptr<gpt2d::v1::DeploymentService::Stub>(gpt2d::v1::DeploymentService::NewStub(o.channel));
     o.models = [deployments](const std::string& authorization) -> absl::StatusOr<std::vector<gpt2::openai::ModelInfo>> {
       grpc::ClientContext ctx;
       if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
@@ -193,9 +194,9 @@ int main(int argc, char** argv) {
     openai = *std::move(started);
   }
   std::cerr << "gpt2d: listening on " << listen << " (gRPC" << (tls.cert_file.empty() ? "" : ", TLS")
-            << (auth_token.empty() ? "" : ", token auth") << "), HTTP on " << http_listen << (openai ? absl::StrCat(", OpenAI API on port ", openai->port()) : std::string())
-            << ", database " << db_path
-            << std::endl;
+            << (auth_token.empty() ? "" : ", token auth") << "), HTTP on " << http_listen
+            << (openai ? absl::StrCat(", OpenAI API on port ", openai->port()) : std::string()) << ", database "
+            << db_path << std::endl;
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -14,6 +14,14 @@ absl::Status Required(const std::string& value, const char* field) {
   return absl::OkStatus();
 }
 
+// The tail of most handlers: an OK result becomes the response, an error the call's status.
+template <typename T>
+absl::Status Respond(absl::StatusOr<T> result, T* response) {
+  if (!result.ok()) return result.status();
+  *response = *std::move(result);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // ---- JobService
@@ -24,20 +32,14 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
     if (!req->has_spec()) return absl::InvalidArgumentError("spec: required");
     absl::StatusOr<JobShape> shape = ValidateSubmission(req->spec(), req->idempotency_key());
     if (!shape.ok()) return shape.status();
-    absl::StatusOr<v1::Job> job = coordinator_.Submit(req->spec(), *shape, req->idempotency_key());
-    if (!job.ok()) return job.status();
-    *resp->mutable_job() = *std::move(job);
-    return absl::OkStatus();
+    return Respond(coordinator_.Submit(req->spec(), *shape, req->idempotency_key()), resp->mutable_job());
   });
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* resp) {
   return guard_(ctx, "GetJob", [&]() -> absl::Status {
     if (absl::Status s = Required(req->id(), "id"); !s.ok()) return s;
-    absl::StatusOr<v1::Job> job = store_.GetJob(req->id());
-    if (!job.ok()) return job.status();
-    *resp = *std::move(job);
-    return absl::OkStatus();
+    return Respond(store_.GetJob(req->id()), resp);
   });
 }
 
@@ -90,10 +92,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* resp) {
   return guard_(ctx, "CancelJob", [&]() -> absl::Status {
     if (absl::Status s = Required(req->id(), "id"); !s.ok()) return s;
-    absl::StatusOr<v1::Job> job = coordinator_.Cancel(req->id());
-    if (!job.ok()) return job.status();
-    *resp = *std::move(job);
-    return absl::OkStatus();
+    return Respond(coordinator_.Cancel(req->id()), resp);
   });
 }
 
@@ -116,10 +115,7 @@ grpc::Status DeploymentServiceImpl::CreateDeployment(grpc::ServerContext* ctx, c
   return guard_(ctx, "CreateDeployment", [&]() -> absl::Status {
     absl::StatusOr<v1::Deployment> valid = ValidateDeployment(req->deployment());
     if (!valid.ok()) return valid.status();
-    absl::StatusOr<v1::Deployment> d = coordinator_.CreateDeployment(*std::move(valid));
-    if (!d.ok()) return d.status();
-    *resp = *std::move(d);
-    return absl::OkStatus();
+    return Respond(coordinator_.CreateDeployment(*std::move(valid)), resp);
   });
 }
 
@@ -135,10 +131,7 @@ grpc::Status DeploymentServiceImpl::GetDeployment(grpc::ServerContext* ctx, cons
                                                   v1::Deployment* resp) {
   return guard_(ctx, "GetDeployment", [&]() -> absl::Status {
     if (absl::Status s = Required(req->name(), "name"); !s.ok()) return s;
-    absl::StatusOr<v1::Deployment> d = coordinator_.GetDeployment(req->name());
-    if (!d.ok()) return d.status();
-    *resp = *std::move(d);
-    return absl::OkStatus();
+    return Respond(coordinator_.GetDeployment(req->name()), resp);
   });
 }
 
@@ -164,10 +157,7 @@ grpc::Status ClusterServiceImpl::GetWorker(grpc::ServerContext* ctx, const v1::G
                                            v1::Worker* resp) {
   return guard_(ctx, "GetWorker", [&]() -> absl::Status {
     if (absl::Status s = Required(req->id(), "id"); !s.ok()) return s;
-    absl::StatusOr<v1::Worker> w = coordinator_.GetWorker(req->id());
-    if (!w.ok()) return w.status();
-    *resp = *std::move(w);
-    return absl::OkStatus();
+    return Respond(coordinator_.GetWorker(req->id()), resp);
   });
 }
 

@@ -1,7 +1,7 @@
 #include "server/validation.h"
 
 #include "absl/strings/str_cat.h"
-#include "worker/train/spec.h"
+#include "common/job_spec.h"
 
 namespace gpt2 {
 namespace {

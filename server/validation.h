@@ -14,7 +14,7 @@
 
 namespace gpt2 {
 
-// The spec resolves (worker/train/spec.h: every field, the batch arithmetic) and the key is at
+// The spec resolves (common/job_spec.h: every field, the batch arithmetic) and the key is at
 // most 256 bytes; returns what the scheduler needs of the spec.
 absl::StatusOr<JobShape> ValidateSubmission(const v1::TrainSpec& spec, const std::string& idempotency_key);
 

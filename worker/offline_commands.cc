@@ -6,18 +6,21 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/tokenizer/stream_decoder.h"
+#include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "worker/serve/completion_request.h"
+#include "worker/command_flags.h"
 #include "worker/model/gpt2.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
+#include "worker/serve/completion_request.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/token_stream.h"
-#include "worker/tokenizer/stream_decoder.h"
-#include "worker/tokenizer/tokenizer.h"
+#include "worker/serve/weight_format.h"
 
 namespace gpt2 {
 namespace {
@@ -56,7 +59,7 @@ int RunScore(const ScoreOptions& o, std::ostream& out, std::ostream& err) {
     absl::StatusOr<std::string> text = ReadFile(f);
     if (!text.ok()) return Fail(err, text.status(), 2);
     ids.push_back(tok->eot_token());
-    std::vector<TokenId> doc = tok->encode_ordinary(*text);
+    std::vector<TokenId> doc = tok->EncodeOrdinary(*text);
     ids.insert(ids.end(), doc.begin(), doc.end());
   }
   const int64_t N = static_cast<int64_t>(ids.size());
@@ -103,8 +106,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
   if (!engine.ok()) return Fail(err, engine.status());
 
   GenerationParams params;
-  for (TokenId id : tok->encode_ordinary(o.prompt)) params.prompt.push_back(static_cast<int32_t>(id));
-  if (params.prompt.empty()) params.prompt.push_back(tok->eot_token());  // an empty prompt starts a new document
+  params.prompt = tok->EncodePrompt(o.prompt);
   params.temperature = o.temperature;
   params.top_k = o.top_k;
   params.top_p = o.top_p;
@@ -129,7 +131,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
         if (e.token >= 0) {
           tokens.push_back(static_cast<TokenId>(e.token));
           logprobs.push_back(e.logprob);
-          absl::StatusOr<std::string> delta = decoder.push(static_cast<TokenId>(e.token));
+          absl::StatusOr<std::string> delta = decoder.Push(static_cast<TokenId>(e.token));
           if (!delta.ok()) return Fail(err, delta.status());
           text += *delta;
           if (!o.json) out << *delta << std::flush;
@@ -142,7 +144,7 @@ int RunSample(const SampleOptions& o, std::ostream& out, std::ostream& err) {
         }
       }
     }
-    std::string rest = decoder.finish();
+    std::string rest = decoder.Finish();
     text += rest;
     if (!o.json) out << rest;
   } else if (!o.json) {
@@ -175,8 +177,56 @@ int RunInit(const InitOptions& o, std::ostream& out, std::ostream& err) {
   GPT model(*cfg);
   if (absl::Status s = SaveHfModel(model, o.out_dir); !s.ok()) return Fail(err, s);
   out << "wrote " << o.out_dir << " (" << cfg->n_layer << " layers, " << cfg->n_embd << " channels, " << cfg->n_head
-      << " heads, context " << cfg->n_positions << ", " << cfg->num_parameters() << " parameters)\n";
+      << " heads, context " << cfg->n_positions << ", " << cfg->NumParameters() << " parameters)\n";
   return 0;
+}
+
+WorkerCommand AddScoreCommand(CLI::App& app, const WorkerGlobals& globals) {
+  auto o = std::make_shared<ScoreOptions>();
+  CLI::App* cmd = app.add_subcommand("score", "Mean loss and perplexity of a model on text files");
+  cmd->add_option("--model", o->model_dir, "Checkpoint directory (config.json + model.safetensors)")->required();
+  cmd->add_option("--stride", o->stride, "Sliding-window step in tokens (default: half the context)")
+      ->check(AtLeast(0));
+  cmd->add_option("files", o->files, "Text files; each is one document")->required()->check(CLI::ExistingFile);
+  return {cmd, [o, &globals] {
+            o->vocab = globals.vocab;
+            return RunScore(*o, std::cout, std::cerr);
+          }};
+}
+
+WorkerCommand AddSampleCommand(CLI::App& app, const WorkerGlobals& globals) {
+  auto o = std::make_shared<SampleOptions>();
+  CLI::App* cmd = app.add_subcommand("sample", "Continue a prompt");
+  cmd->add_option("--model", o->model_dir, "Checkpoint directory")->required();
+  cmd->add_option("--prompt", o->prompt, "Prompt text (empty: start a new document)");
+  cmd->add_option("--max-new-tokens", o->max_new_tokens, "Tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top-k", o->top_k, "Keep the k most likely tokens; 0 = all")->capture_default_str();
+  cmd->add_option("--top-p", o->top_p, "Nucleus sampling threshold in (0, 1]")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "Do not stop at <|endoftext|>");
+  cmd->add_flag("--json", o->json, "Print one JSON object (text, tokens, logprobs, finish_reason)");
+  cmd->add_option("--weights", o->weights, "Weight format: fp32, bf16, int8 or w8a8 (as `serve --weights`)")
+      ->capture_default_str()
+      ->check(CLI::IsMember(WeightFormatNames()));
+  return {cmd, [o, &globals] {
+            o->vocab = globals.vocab;
+            return RunSample(*o, std::cout, std::cerr);
+          }};
+}
+
+WorkerCommand AddInitCommand(CLI::App& app) {
+  auto o = std::make_shared<InitOptions>();
+  CLI::App* cmd = app.add_subcommand("init", "Write a freshly initialised GPT-2 as a checkpoint directory");
+  cmd->add_option("--config", o->preset, "gpt2, gpt2-medium, gpt2-large or gpt2-xl")->capture_default_str();
+  cmd->add_option("--n-layer", o->n_layer, "Override the number of layers");
+  cmd->add_option("--n-head", o->n_head, "Override the number of heads");
+  cmd->add_option("--n-embd", o->n_embd, "Override the channels");
+  cmd->add_option("--n-positions", o->n_positions, "Override the context length");
+  cmd->add_option("--vocab-size", o->vocab_size, "Override the vocabulary size");
+  cmd->add_option("--seed", o->seed, "Seed of the initialisation")->capture_default_str();
+  cmd->add_option("--out", o->out_dir, "Directory to write")->required();
+  return {cmd, [o] { return RunInit(*o, std::cout, std::cerr); }};
 }
 
 }  // namespace gpt2

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/command.h"
+
 namespace gpt2 {
 
 struct ScoreOptions {
@@ -29,7 +31,7 @@ struct SampleOptions {
   double top_p = 1.0;
   uint64_t seed = 42;
   bool ignore_eos = false;
-  bool json = false;  // one JSON object at the end instead of streaming text
+  bool json = false;             // one JSON object at the end instead of streaming text
   std::string weights = "fp32";  // the engine's weight format (EngineOptions::weights)
   std::string vocab;
 };
@@ -43,5 +45,10 @@ struct InitOptions {
 };
 // Writes a GPT-2 with fresh GPT-2 initialisation as a Hugging Face checkpoint directory.
 int RunInit(const InitOptions& options, std::ostream& out, std::ostream& err);
+
+// `score`, `sample` and `init` with their flags (worker/command.h).
+WorkerCommand AddScoreCommand(CLI::App& app, const WorkerGlobals& globals);
+WorkerCommand AddSampleCommand(CLI::App& app, const WorkerGlobals& globals);
+WorkerCommand AddInitCommand(CLI::App& app);
 
 }  // namespace gpt2

@@ -10,11 +10,12 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/train_config.h"
 #include "nlohmann/json.hpp"
+#include "worker/command_flags.h"
 #include "worker/model/hf_checkpoint.h"
-#include "worker/tokenizer/tokenizer.h"
 #include "worker/train/hellaswag.h"
-#include "worker/train/train_config.h"
 #include "worker/train/trainer.h"
 
 namespace gpt2 {
@@ -97,7 +98,7 @@ int RunTrainCommand(const TrainCommandOptions& o, std::ostream& out, std::ostrea
     out << absl::StrFormat(
                "train %s: %d layers, %d channels, %d parameters | %d steps of %d tokens (B=%d, T=%d, %d ranks, %d "
                "micro-steps)",
-               config->name, config->model.n_layer, config->model.n_embd, config->model.num_parameters(),
+               config->name, config->model.n_layer, config->model.n_embd, config->model.NumParameters(),
                config->max_steps, config->total_batch_tokens, config->micro_batch, config->seq_len, o.world_size,
                config->total_batch_tokens / (config->micro_batch * config->seq_len * o.world_size))
         << std::endl;
@@ -151,6 +152,39 @@ int RunHellaSwagCommand(const HellaSwagCommandOptions& o, std::ostream& out, std
   }
   out << nlohmann::json{{"examples", r.examples}, {"acc", r.acc()}, {"acc_norm", r.acc_norm()}}.dump() << "\n";
   return 0;
+}
+
+WorkerCommand AddTrainCommand(CLI::App& app, const WorkerGlobals& globals) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  CLI::App* cmd = app.add_subcommand("train", "Train GPT-2 from a job spec (one rank; start one process per rank)");
+  cmd->add_option("--spec", o->spec, "Job spec, YAML or JSON (gpt2d.v1.TrainSpec)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--rank", o->rank, "This process's rank")->capture_default_str();
+  cmd->add_option("--world-size", o->world_size, "Number of ranks")->capture_default_str();
+  cmd->add_option("--master-addr", o->master_addr, "Rank 0's address (TCPStore rendezvous)")->capture_default_str();
+  cmd->add_option("--master-port", o->master_port, "Rank 0's rendezvous port")->capture_default_str();
+  cmd->add_option("--timeout", o->timeout_s, "Seconds before a silent peer is declared dead")->capture_default_str();
+  cmd->add_option("--resume", o->resume, "Checkpoint directory to resume from, or 'latest'");
+  cmd->add_option("--metrics-jsonl", o->metrics_jsonl,
+                  "Write every event as a JSON line (rank 0 only, or one file per rank if the path has {rank})");
+  return {cmd, [o, &globals] {
+            o->vocab = globals.vocab;
+            return RunTrainCommand(*o, std::cout, std::cerr);
+          }};
+}
+
+WorkerCommand AddHellaSwagCommand(CLI::App& app, const WorkerGlobals& globals) {
+  auto o = std::make_shared<HellaSwagCommandOptions>();
+  CLI::App* cmd = app.add_subcommand("eval-hellaswag", "HellaSwag accuracy of a model (official jsonl)");
+  cmd->add_option("--model", o->model_dir, "Checkpoint directory")->required();
+  cmd->add_option("--data", o->data, "hellaswag_val.jsonl")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--limit", o->limit, "Only the first N examples");
+  cmd->add_option("--per-example", o->per_example, "Write per-example losses as JSONL");
+  return {cmd, [o, &globals] {
+            o->vocab = globals.vocab;
+            return RunHellaSwagCommand(*o, std::cout, std::cerr);
+          }};
 }
 
 }  // namespace gpt2

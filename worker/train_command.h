@@ -4,6 +4,8 @@
 #include <iosfwd>
 #include <string>
 
+#include "worker/command.h"
+
 namespace gpt2 {
 
 struct TrainCommandOptions {
@@ -25,5 +27,9 @@ struct HellaSwagCommandOptions {
   std::string vocab;
 };
 int RunHellaSwagCommand(const HellaSwagCommandOptions& options, std::ostream& out, std::ostream& err);
+
+// `train` and `eval-hellaswag` with their flags (worker/command.h).
+WorkerCommand AddTrainCommand(CLI::App& app, const WorkerGlobals& globals);
+WorkerCommand AddHellaSwagCommand(CLI::App& app, const WorkerGlobals& globals);
 
 }  // namespace gpt2

@@ -1,10 +1,10 @@
-// worker/tokenizer/vocab_files: encoder.json + vocab.bpe (the input split at its first NUL byte)
+// common/tokenizer/vocab_files: encoder.json + vocab.bpe (the input split at its first NUL byte)
 // read or are refused; a vocabulary they give builds a tokenizer that round-trips text.
 #include <cstring>
 
+#include "common/tokenizer/tokenizer.h"
+#include "common/tokenizer/vocab_files.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "worker/tokenizer/tokenizer.h"
-#include "worker/tokenizer/vocab_files.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace gpt2;
@@ -17,7 +17,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<Tokenizer> tok = Tokenizer::FromRanks(*std::move(ranks));
   if (!tok.ok()) return 0;
   const std::string text = "Hello, world! 123 \xF0\x9F\x98\x80";
-  absl::StatusOr<std::string> back = tok->decode(tok->encode_ordinary(text));
+  absl::StatusOr<std::string> back = tok->Decode(tok->EncodeOrdinary(text));
   FUZZ_CHECK(back.ok() && *back == text);
   return 0;
 }

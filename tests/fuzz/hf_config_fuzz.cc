@@ -1,7 +1,7 @@
 // worker/model/config: Hugging Face config.json text gives a valid config or an error, and a
 // config it accepts writes back to JSON that reads as the same config.
+#include "common/model_config.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "worker/model/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace gpt2;

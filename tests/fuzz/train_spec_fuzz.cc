@@ -1,7 +1,7 @@
 // worker/train/spec: a job spec (YAML or JSON) of arbitrary text parses into a TrainSpec or is
 // refused, and a spec that parses resolves into a training config or INVALID_ARGUMENT.
+#include "common/job_spec.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "worker/train/spec.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace gpt2;

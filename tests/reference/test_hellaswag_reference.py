@@ -67,3 +67,23 @@ def test_bad_hellaswag_file_is_refused(worker, tmp_path):
     bad.write_text('{"ctx": "a", "endings": ["b", "c"], "label": 0}\n')
     proc = run([worker, "eval-hellaswag", "--model", tmp_path / "m", "--data", bad], check=False)
     assert proc.returncode == 2 and "bad.jsonl:1" in proc.stderr and "endings" in proc.stderr
+
+
+def test_the_official_file_names_are_checked(worker, tmp_path):
+    """hellaswag_val.jsonl must be the whole validation split (10,042 rows); the test split, which has
+    no labels, is refused by name. Other names take any number of rows (as the sample above)."""
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=1, n_embd=16, n_positions=64)).save_pretrained(tmp_path / "m")
+    truncated = tmp_path / "hellaswag_val.jsonl"
+    truncated.write_text(DATA.read_text())
+    proc = run([worker, "eval-hellaswag", "--model", tmp_path / "m", "--data", truncated], check=False)
+    rows = sum(1 for line in DATA.read_text().splitlines() if line.strip())
+    assert proc.returncode == 2
+    assert f"hellaswag_val.jsonl: {rows} examples; the official hellaswag_val.jsonl has 10042" in proc.stderr
+    # --limit scores a prefix of it, so the row count is not checked then.
+    assert run([worker, "eval-hellaswag", "--model", tmp_path / "m", "--data", truncated, "--limit", "2"]).returncode == 0
+
+    test_split = tmp_path / "hellaswag_test.jsonl"
+    test_split.write_text(DATA.read_text())
+    proc = run([worker, "eval-hellaswag", "--model", tmp_path / "m", "--data", test_split], check=False)
+    assert proc.returncode == 2 and "test split has no labels" in proc.stderr

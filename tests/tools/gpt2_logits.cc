@@ -1,6 +1,9 @@
-// gpt2_logits MODEL_DIR TOKENS_JSON OUT.safetensors
+// gpt2_logits MODEL_DIR TOKENS_JSON OUT.safetensors [DEVICE [bf16]]
 // Runs our GPT-2 on a batch of token rows (a JSON array of equal-length arrays) and writes the
-// logits over the real vocabulary, (B,T,V) float32, as tensor "logits". For the reference tests.
+// logits over the real vocabulary, (B,T,V) float32, as tensor "logits". On DEVICE (default cpu;
+// cuda:N), in fp32 or under bf16 autocast as training runs it. For the reference tests and
+// scripts/gpu-check.sh.
+#include <ATen/autocast_mode.h>
 #include <torch/utils.h>
 
 #include <fstream>
@@ -11,8 +14,8 @@
 #include "worker/model/safetensors.h"
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::cerr << "usage: gpt2_logits MODEL_DIR TOKENS_JSON OUT.safetensors\n";
+  if (argc < 4 || argc > 6 || (argc == 6 && std::string(argv[5]) != "bf16")) {
+    std::cerr << "usage: gpt2_logits MODEL_DIR TOKENS_JSON OUT.safetensors [DEVICE [bf16]]\n";
     return 2;
   }
   absl::StatusOr<gpt2::GPT> model = gpt2::LoadHfModel(argv[1]);
@@ -24,9 +27,17 @@ int main(int argc, char** argv) {
   auto rows = nlohmann::json::parse(in).get<std::vector<std::vector<int64_t>>>();
   std::vector<int64_t> flat;
   for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
-  torch::Tensor idx = torch::tensor(flat, torch::kLong).view({static_cast<int64_t>(rows.size()), -1});
+  const torch::Device device(argc >= 5 ? argv[4] : "cpu");
+  (*model)->to(device);
+  torch::Tensor idx = torch::tensor(flat, torch::kLong).view({static_cast<int64_t>(rows.size()), -1}).to(device);
   torch::InferenceMode guard;
-  torch::Tensor logits = (*model)->forward(idx).slice(-1, 0, (*model)->config().vocab_size).contiguous();
+  const bool bf16 = argc == 6;
+  if (bf16) {
+    at::autocast::set_autocast_enabled(device.type(), true);
+    at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+  }
+  torch::Tensor logits = (*model)->forward(idx).slice(-1, 0, (*model)->config().vocab_size);
+  logits = logits.to(torch::kCPU, torch::kFloat).contiguous();
   gpt2::TensorToWrite t{"logits",
                         gpt2::DType::kF32,
                         logits.sizes().vec(),

@@ -28,16 +28,16 @@ int Usage(std::string_view problem) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::int64_t B = 0, T = 0, rank = 0, world = 1, steps = 0;
+  int64_t B = 0, T = 0, rank = 0, world = 1, steps = 0;
   std::vector<std::string> shards;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    std::int64_t* target = arg == "--B"       ? &B
-                           : arg == "--T"     ? &T
-                           : arg == "--rank"  ? &rank
-                           : arg == "--world" ? &world
-                           : arg == "--steps" ? &steps
-                                              : nullptr;
+    int64_t* target = arg == "--B"       ? &B
+                      : arg == "--T"     ? &T
+                      : arg == "--rank"  ? &rank
+                      : arg == "--world" ? &world
+                      : arg == "--steps" ? &steps
+                                         : nullptr;
     if (target == nullptr) {
       if (arg.starts_with("--")) return Usage(absl::StrCat("unknown option ", std::string(arg)));
       shards.emplace_back(arg);
@@ -52,10 +52,10 @@ int main(int argc, char** argv) {
       gpt2::DataLoader::Create(shards, B, T, static_cast<int>(rank), static_cast<int>(world));
   if (!loader.ok()) return Usage(std::string(loader.status().message()));
 
-  std::vector<std::int64_t> x(B * T), y(B * T);
-  for (std::int64_t step = 0; step < steps; ++step) {
+  std::vector<int64_t> x(B * T), y(B * T);
+  for (int64_t step = 0; step < steps; ++step) {
     const gpt2::LoaderPosition position = loader->position();
-    if (absl::Status status = loader->next_batch(x, y); !status.ok()) {
+    if (absl::Status status = loader->NextBatch(x, y); !status.ok()) {
       std::cerr << "loader_dump: " << status.message() << "\n";
       return 2;
     }

@@ -1,4 +1,4 @@
-#include "worker/model/config.h"
+#include "common/model_config.h"
 
 #include <gtest/gtest.h>
 
@@ -9,9 +9,9 @@ TEST(ConfigTest, Gpt2SmallHasTheRecipeSizes) {
   GPTConfig c = *PresetConfig("gpt2");
   EXPECT_EQ(c.padded_vocab_size(), 50304);
   // 124,439,808 with the real vocabulary, plus 47 padded rows of 768.
-  EXPECT_EQ(c.num_parameters(), 124'439'808 + 47 * 768);
+  EXPECT_EQ(c.NumParameters(), 124'439'808 + 47 * 768);
   // nanoGPT's estimate for T = 1024: about 8.55e8 FLOPs per token.
-  EXPECT_NEAR(c.flops_per_token(1024), 8.554e8, 0.001e8);
+  EXPECT_NEAR(c.FlopsPerToken(1024), 8.554e8, 0.001e8);
 }
 
 TEST(ConfigTest, PresetsMatchTheReleasedModels) {

@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "worker/data/loader.h"
 #include "worker/data/npy.h"
 #include "worker/data/prep.h"
 #include "worker/data/prep_command.h"
 #include "worker/data/shard.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 namespace {
@@ -56,41 +56,41 @@ std::string ReadBytes(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-std::string TokenBytes(const std::vector<std::uint16_t>& tokens) {
+std::string TokenBytes(const std::vector<uint16_t>& tokens) {
   return std::string(reinterpret_cast<const char*>(tokens.data()), tokens.size() * 2);
 }
 
 // An llm.c header with the given fields.
-std::string LlmcHeader(std::int32_t magic, std::int32_t version, std::int32_t count) {
-  std::int32_t header[256] = {magic, version, count};
+std::string LlmcHeader(int32_t magic, int32_t version, int32_t count) {
+  int32_t header[256] = {magic, version, count};
   return std::string(reinterpret_cast<const char*>(header), sizeof(header));
 }
 
 // A .npy file of the given version with the dict `dict` (padded to 64 like numpy) and payload.
 std::string Npy(int major, const std::string& dict, const std::string& payload) {
-  const std::size_t prefix = major == 1 ? 10 : 12;
+  const size_t prefix = major == 1 ? 10 : 12;
   std::string header = dict;
   while ((prefix + header.size() + 1) % 64 != 0) header.push_back(' ');
   header.push_back('\n');
   std::string out = "\x93NUMPY";
   out.push_back(static_cast<char>(major));
   out.push_back('\0');
-  const std::uint32_t length = header.size();
-  for (std::size_t i = 0; i < prefix - 8; ++i) out.push_back(static_cast<char>(length >> (8 * i)));
+  const uint32_t length = header.size();
+  for (size_t i = 0; i < prefix - 8; ++i) out.push_back(static_cast<char>(length >> (8 * i)));
   return out + header + payload;
 }
 
-std::string U2Dict(std::int64_t count) {
+std::string U2Dict(int64_t count) {
   return absl::StrCat("{'descr': '<u2', 'fortran_order': False, 'shape': (", count, ",), }");
 }
 
-std::vector<std::uint16_t> Iota(std::size_t n, std::uint16_t first = 0) {
-  std::vector<std::uint16_t> v(n);
+std::vector<uint16_t> Iota(size_t n, uint16_t first = 0) {
+  std::vector<uint16_t> v(n);
   std::iota(v.begin(), v.end(), first);
   return v;
 }
 
-std::vector<std::uint16_t> ToVector(std::span<const std::uint16_t> s) { return {s.begin(), s.end()}; }
+std::vector<uint16_t> ToVector(std::span<const uint16_t> s) { return {s.begin(), s.end()}; }
 
 // Expects Shard::Open(path) to fail with a message naming the file and containing `problem`.
 void ExpectOpenFails(const std::string& path, const std::string& problem) {
@@ -105,7 +105,7 @@ void ExpectOpenFails(const std::string& path, const std::string& problem) {
 
 TEST(ShardTest, LlmcRoundTripMatchesTheLayout) {
   TempDir dir;
-  const std::vector<std::uint16_t> tokens = {50256, 15496, 995, 0, 65535};
+  const std::vector<uint16_t> tokens = {50256, 15496, 995, 0, 65535};
   ASSERT_TRUE(WriteShard(dir / "a.bin", ShardFormat::kLlmc, tokens).ok());
   EXPECT_EQ(ReadBytes(dir / "a.bin"), LlmcHeader(20240520, 1, 5) + TokenBytes(tokens));
   absl::StatusOr<Shard> shard = Shard::Open(dir / "a.bin");
@@ -117,7 +117,7 @@ TEST(ShardTest, LlmcRoundTripMatchesTheLayout) {
 
 TEST(ShardTest, NpyRoundTripWritesAnAlignedVersion1Header) {
   TempDir dir;
-  const std::vector<std::uint16_t> tokens = Iota(1000, 50000);
+  const std::vector<uint16_t> tokens = Iota(1000, 50000);
   ASSERT_TRUE(WriteShard(dir / "a.npy", ShardFormat::kNpy, tokens).ok());
   const std::string bytes = ReadBytes(dir / "a.npy");
   ASSERT_EQ(bytes.size(), kNpyFixedHeaderBytes + 2000);
@@ -147,7 +147,7 @@ TEST(ShardTest, WriterAppendsInPiecesAndOnlyRenamesOnFinish) {
     const std::string path = dir / absl::StrCat("s", std::string(ShardExtension(format)));
     absl::StatusOr<ShardWriter> writer = ShardWriter::Create(path, format);
     ASSERT_TRUE(writer.ok()) << writer.status();
-    const std::vector<std::uint16_t> all = Iota(300);
+    const std::vector<uint16_t> all = Iota(300);
     ASSERT_TRUE(writer->Append(std::span(all).first(100)).ok());
     ASSERT_TRUE(writer->Append(std::span(all).subspan(100)).ok());
     EXPECT_FALSE(fs::exists(path));
@@ -180,7 +180,7 @@ TEST(ShardTest, WriterReportsAnUncreatableFile) {
 
 TEST(ShardTest, ReadsNpyVersions2And3) {
   TempDir dir;
-  const std::vector<std::uint16_t> tokens = {7, 8, 9};
+  const std::vector<uint16_t> tokens = {7, 8, 9};
   for (int major : {2, 3}) {
     const std::string path = dir / absl::StrCat("v", major, ".npy");
     WriteBytes(path, Npy(major, U2Dict(3), TokenBytes(tokens)));
@@ -201,7 +201,7 @@ TEST(ShardTest, ReadsNpyWithAnOddDataOffset) {
   WriteBytes(dir / "odd.npy", file + dict + TokenBytes({1, 2, 65535}));
   absl::StatusOr<Shard> shard = Shard::Open(dir / "odd.npy");
   ASSERT_TRUE(shard.ok()) << shard.status();
-  EXPECT_EQ(ToVector(shard->tokens()), (std::vector<std::uint16_t>{1, 2, 65535}));
+  EXPECT_EQ(ToVector(shard->tokens()), (std::vector<uint16_t>{1, 2, 65535}));
 }
 
 TEST(ShardTest, MovedShardKeepsItsTokens) {
@@ -310,28 +310,27 @@ TEST(ListShardsTest, FailsWhenNothingMatchesOrTheDirectoryIsMissing) {
 // Writes shards whose token i of shard s is s*1000 + i, so every token says where it came from.
 std::vector<std::string> NumberedShards(const TempDir& dir, const std::vector<int>& lengths) {
   std::vector<std::string> paths;
-  for (std::size_t s = 0; s < lengths.size(); ++s) {
+  for (size_t s = 0; s < lengths.size(); ++s) {
     paths.push_back(dir / absl::StrCat("d_train_", s, ".bin"));
-    EXPECT_TRUE(
-        WriteShard(paths.back(), ShardFormat::kLlmc, Iota(lengths[s], static_cast<std::uint16_t>(s * 1000))).ok());
+    EXPECT_TRUE(WriteShard(paths.back(), ShardFormat::kLlmc, Iota(lengths[s], static_cast<uint16_t>(s * 1000))).ok());
   }
   return paths;
 }
 
 struct Batch {
-  std::vector<std::int64_t> x, y;
+  std::vector<int64_t> x, y;
 };
 
 Batch Next(DataLoader& loader) {
-  Batch b{std::vector<std::int64_t>(loader.B() * loader.T()), std::vector<std::int64_t>(loader.B() * loader.T())};
-  absl::Status status = loader.next_batch(b.x, b.y);
+  Batch b{std::vector<int64_t>(loader.B() * loader.T()), std::vector<int64_t>(loader.B() * loader.T())};
+  absl::Status status = loader.NextBatch(b.x, b.y);
   EXPECT_TRUE(status.ok()) << status;
   return b;
 }
 
 // The B*T tokens of shard s from offset o: s*1000 + o, s*1000 + o + 1, ...
-std::vector<std::int64_t> Tokens(std::int64_t s, std::int64_t o, std::int64_t n) {
-  std::vector<std::int64_t> v(n);
+std::vector<int64_t> Tokens(int64_t s, int64_t o, int64_t n) {
+  std::vector<int64_t> v(n);
   std::iota(v.begin(), v.end(), s * 1000 + o);
   return v;
 }
@@ -346,7 +345,7 @@ TEST(DataLoaderTest, SingleRankReadsConsecutiveWindowsWithShiftedTargets) {
   ASSERT_TRUE(loader.ok()) << loader.status();
   EXPECT_EQ(loader->position(), (LoaderPosition{0, 0}));
   const std::vector<LoaderPosition> expected = {{0, 0}, {0, 6}, {0, 12}, {1, 0}, {1, 6}, {0, 0}};
-  for (std::size_t i = 0; i < expected.size(); ++i) {
+  for (size_t i = 0; i < expected.size(); ++i) {
     SCOPED_TRACE(i);
     EXPECT_EQ(loader->position(), expected[i]);
     Batch b = Next(*loader);
@@ -365,7 +364,7 @@ TEST(DataLoaderTest, RanksInterleaveAndEachWrapsToItsOwnStart) {
   ASSERT_TRUE(rank0.ok() && rank1.ok());
   const std::vector<LoaderPosition> expected0 = {{0, 0}, {0, 8}, {0, 16}, {1, 0}, {1, 8}, {0, 0}};
   const std::vector<LoaderPosition> expected1 = {{0, 4}, {0, 12}, {0, 20}, {1, 4}, {0, 4}, {0, 12}};
-  for (std::size_t i = 0; i < expected0.size(); ++i) {
+  for (size_t i = 0; i < expected0.size(); ++i) {
     SCOPED_TRACE(i);
     ASSERT_EQ(rank0->position(), expected0[i]);
     ASSERT_EQ(rank1->position(), expected1[i]);
@@ -404,7 +403,7 @@ TEST(DataLoaderTest, ResetReturnsToTheRanksStart) {
   absl::StatusOr<DataLoader> loader = DataLoader::Create(NumberedShards(dir, {50, 50}), 2, 2, 2, 3);
   ASSERT_TRUE(loader.ok());
   for (int i = 0; i < 5; ++i) Next(*loader);
-  loader->reset();
+  loader->Reset();
   EXPECT_EQ(loader->position(), (LoaderPosition{0, 8}));
   EXPECT_EQ(Next(*loader).x, Tokens(0, 8, 4));
 }
@@ -420,7 +419,7 @@ TEST(DataLoaderTest, RestoredPositionContinuesIdentically) {
     const LoaderPosition saved = original->position();
     absl::StatusOr<DataLoader> restored = DataLoader::Create(paths, 1, 3, rank, 2);
     ASSERT_TRUE(restored.ok());
-    ASSERT_TRUE(restored->set_position(saved).ok());
+    ASSERT_TRUE(restored->SetPosition(saved).ok());
     for (int i = 0; i < 20; ++i) {
       SCOPED_TRACE(i);
       Batch a = Next(*original), b = Next(*restored);
@@ -436,12 +435,12 @@ TEST(DataLoaderTest, SetPositionAcceptsOnlyReachablePositions) {
   // B*T = 4, world 2, rank 1: reachable offsets are 4, 12, 20, ... with offset + 9 <= length.
   absl::StatusOr<DataLoader> loader = DataLoader::Create(NumberedShards(dir, {30, 12}), 2, 2, 1, 2);
   ASSERT_TRUE(loader.ok());
-  EXPECT_TRUE(loader->set_position({0, 20}).ok());
-  EXPECT_TRUE(loader->set_position({1, 4}).ok());  // the start is always reachable
+  EXPECT_TRUE(loader->SetPosition({0, 20}).ok());
+  EXPECT_TRUE(loader->SetPosition({1, 4}).ok());  // the start is always reachable
   EXPECT_EQ(loader->position(), (LoaderPosition{1, 4}));
   for (LoaderPosition bad : std::vector<LoaderPosition>{{2, 4}, {-1, 4}, {0, 0}, {0, 8}, {0, -4}, {0, 28}, {1, 12}}) {
     SCOPED_TRACE(absl::StrCat(bad.shard, ":", bad.offset));
-    absl::Status status = loader->set_position(bad);
+    absl::Status status = loader->SetPosition(bad);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(loader->position(), (LoaderPosition{1, 4}));
   }
@@ -470,8 +469,8 @@ TEST(DataLoaderTest, RejectsBadArguments) {
 
   absl::StatusOr<DataLoader> loader = DataLoader::Create(paths, 2, 2, 0, 1);
   ASSERT_TRUE(loader.ok());
-  std::vector<std::int64_t> small(3), right(4);
-  EXPECT_EQ(loader->next_batch(small, right).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int64_t> small(3), right(4);
+  EXPECT_EQ(loader->NextBatch(small, right).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(loader->position(), (LoaderPosition{0, 0}));
 }
 
@@ -483,8 +482,8 @@ TEST(DataLoaderTest, ReportsAShardThatChangedAndKeepsItsPosition) {
   Next(*loader);
   Next(*loader);  // now at shard 1
   ASSERT_TRUE(WriteShard(paths[1], ShardFormat::kLlmc, Iota(50)).ok());
-  std::vector<std::int64_t> x(4), y(4);
-  absl::Status status = loader->next_batch(x, y);
+  std::vector<int64_t> x(4), y(4);
+  absl::Status status = loader->NextBatch(x, y);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Contains(std::string(status.message()), paths[1]));
   EXPECT_EQ(loader->position(), (LoaderPosition{1, 0}));
@@ -496,8 +495,8 @@ TEST(DataLoaderTest, ReadsNpyShards) {
   absl::StatusOr<DataLoader> loader = DataLoader::Create({dir / "a.npy"}, 1, 4, 0, 1);
   ASSERT_TRUE(loader.ok());
   Batch b = Next(*loader);
-  EXPECT_EQ(b.x, (std::vector<std::int64_t>{5, 6, 7, 8}));
-  EXPECT_EQ(b.y, (std::vector<std::int64_t>{6, 7, 8, 9}));
+  EXPECT_EQ(b.x, (std::vector<int64_t>{5, 6, 7, 8}));
+  EXPECT_EQ(b.y, (std::vector<int64_t>{6, 7, 8, 9}));
 }
 
 // ==============================================================================================
@@ -527,19 +526,19 @@ class PrepTest : public ::testing::Test {
     return PrepareShards(*tokenizer_, options, log_);
   }
 
-  // <|endoftext|> + encode_ordinary(document), for each document.
-  std::vector<std::uint16_t> Expected(const std::vector<std::string>& documents) const {
-    std::vector<std::uint16_t> tokens;
+  // <|endoftext|> + EncodeOrdinary(document), for each document.
+  std::vector<uint16_t> Expected(const std::vector<std::string>& documents) const {
+    std::vector<uint16_t> tokens;
     for (const std::string& document : documents) {
       tokens.push_back(50256);
-      for (TokenId id : tokenizer_->encode_ordinary(document)) tokens.push_back(id);
+      for (TokenId id : tokenizer_->EncodeOrdinary(document)) tokens.push_back(id);
     }
     return tokens;
   }
 
   // All tokens of the shards, in order.
-  static std::vector<std::uint16_t> Concatenated(const std::vector<std::string>& shards) {
-    std::vector<std::uint16_t> tokens;
+  static std::vector<uint16_t> Concatenated(const std::vector<std::string>& shards) {
+    std::vector<uint16_t> tokens;
     for (const std::string& path : shards) {
       absl::StatusOr<Shard> shard = Shard::Open(path);
       EXPECT_TRUE(shard.ok()) << shard.status();
@@ -558,14 +557,14 @@ Tokenizer* PrepTest::tokenizer_ = nullptr;
 TEST_F(PrepTest, FillsShardsExactlyWithTheValShardFirst) {
   const std::vector<std::string> docs = {"Hello world, this is the first document.", "A second one.",
                                          "And a third, a little longer than that one was."};
-  for (std::size_t i = 0; i < docs.size(); ++i) WriteBytes(dir_ / absl::StrCat(i, ".txt"), docs[i]);
+  for (size_t i = 0; i < docs.size(); ++i) WriteBytes(dir_ / absl::StrCat(i, ".txt"), docs[i]);
   absl::StatusOr<PrepResult> result = Prep(Options({dir_ / "0.txt", dir_ / "1.txt", dir_ / "2.txt"}));
   ASSERT_TRUE(result.ok()) << result.status();
 
-  const std::vector<std::uint16_t> expected = Expected(docs);
+  const std::vector<uint16_t> expected = Expected(docs);
   ASSERT_GT(expected.size(), 27u);  // at least val + 2 full train shards + a partial one
   EXPECT_EQ(result->documents, 3);
-  EXPECT_EQ(result->tokens, static_cast<std::int64_t>(expected.size()));
+  EXPECT_EQ(result->tokens, static_cast<int64_t>(expected.size()));
   EXPECT_EQ(result->val_tokens, 7);
   EXPECT_EQ(result->train_tokens, result->tokens - 7);
   const std::string out = dir_ / "out";
@@ -574,10 +573,10 @@ TEST_F(PrepTest, FillsShardsExactlyWithTheValShardFirst) {
   EXPECT_EQ(result->shards[1], out + "/shard_train_000001.bin");
   EXPECT_EQ(result->shards[2], out + "/shard_train_000002.bin");
   // 7 for validation, then 10 a shard, the last one taking the rest.
-  const std::size_t n = result->shards.size();
+  const size_t n = result->shards.size();
   EXPECT_EQ(n, 1 + (expected.size() - 7 + 9) / 10);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::size_t want = i == 0 ? 7 : i + 1 < n ? 10 : expected.size() - 7 - 10 * (n - 2);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t want = i == 0 ? 7 : i + 1 < n ? 10 : expected.size() - 7 - 10 * (n - 2);
     EXPECT_EQ(Shard::Open(result->shards[i])->tokens().size(), want) << i;
   }
   EXPECT_EQ(Concatenated(result->shards), expected);
@@ -671,7 +670,7 @@ TEST_F(PrepTest, RefusesToOverwriteShardsUnlessForced) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_TRUE(Contains(std::string(refused.status().message()), "--force"));
-  EXPECT_EQ(Concatenated(first->shards).size(), static_cast<std::size_t>(first->tokens));
+  EXPECT_EQ(Concatenated(first->shards).size(), static_cast<size_t>(first->tokens));
 
   // Forced: the new shards replace the old and no stale shard of the longer run remains.
   options.force = true;
@@ -725,7 +724,7 @@ TEST_F(PrepTest, EmptyDocumentsStillGetTheirSeparator) {
   WriteBytes(dir_ / "e.jsonl", "{\"text\": \"\"}\n{\"text\": \"<|endoftext|>\"}\n");
   absl::StatusOr<PrepResult> result = Prep(Options({dir_ / "e.jsonl"}));
   ASSERT_TRUE(result.ok()) << result.status();
-  const std::vector<std::uint16_t> tokens = Concatenated(result->shards);
+  const std::vector<uint16_t> tokens = Concatenated(result->shards);
   EXPECT_EQ(tokens, Expected({"", "<|endoftext|>"}));
   EXPECT_EQ(tokens[0], 50256);
   EXPECT_EQ(tokens[1], 50256);

@@ -394,7 +394,7 @@ TEST_F(EngineTest, StopTokenIdsAndMinTokens) {
   q.stop_token_ids = {greedy[2]};
   auto [stopped, why] = run(q);
   const auto first = static_cast<size_t>(std::find(greedy.begin(), greedy.end(), greedy[2]) - greedy.begin());
-  EXPECT_EQ(stopped, std::vector<int32_t>(greedy.begin(), greedy.begin() + static_cast<std::ptrdiff_t>(first)));
+  EXPECT_EQ(stopped, std::vector<int32_t>(greedy.begin(), greedy.begin() + static_cast<ptrdiff_t>(first)));
   EXPECT_EQ(why, FinishReason::kStop);
   q.stop_token_ids = {greedy[0]};
   q.min_tokens = 1;

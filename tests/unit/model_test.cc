@@ -46,7 +46,7 @@ TEST_F(ModelTest, ParameterNamesAreHuggingFaces) {
   EXPECT_EQ(p["transformer.wte.weight"].size(0), 128);  // 100 padded to a multiple of 64
   int64_t n = 0;
   for (auto& t : m->parameters()) n += t.numel();
-  EXPECT_EQ(n, Tiny().num_parameters());
+  EXPECT_EQ(n, Tiny().NumParameters());
 }
 
 TEST_F(ModelTest, InitialisationFollowsGpt2) {
@@ -85,10 +85,10 @@ TEST_F(ModelTest, LossIgnoresThePaddedVocabulary) {
   torch::Tensor targets = torch::randint(0, 100, {2, 5}, torch::kLong);
   torch::Tensor expected =
       torch::nn::functional::cross_entropy(logits.slice(2, 0, 100).reshape({-1, 100}), targets.reshape({-1}));
-  EXPECT_NEAR(m->loss(logits, targets).item<double>(), expected.item<double>(), 1e-6);
+  EXPECT_NEAR(m->Loss(logits, targets).item<double>(), expected.item<double>(), 1e-6);
   // Making padded logits huge changes nothing.
   logits.slice(2, 100, 128).fill_(1e4);
-  EXPECT_NEAR(m->loss(logits, targets).item<double>(), expected.item<double>(), 1e-6);
+  EXPECT_NEAR(m->Loss(logits, targets).item<double>(), expected.item<double>(), 1e-6);
 }
 
 TEST_F(ModelTest, SaveThenLoadGivesTheSameLogits) {

@@ -97,7 +97,7 @@ Tokenizer* OpenAiChoices::tok_ = nullptr;
 
 TEST_F(OpenAiChoices, TokenTextsAndOffsetsFollowTheDecodedText) {
   // "é日" as GPT-2 tokens: some of them are parts of a character.
-  const std::vector<TokenId> ids = tok_->encode_ordinary("Hi é日本");
+  const std::vector<TokenId> ids = tok_->EncodeOrdinary("Hi é日本");
   ChoiceBuilder b(*tok_, 0, /*echo=*/false, /*logprobs=*/0);
   v1::GenerateResponse piece;
   for (TokenId id : ids) {

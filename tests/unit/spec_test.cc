@@ -1,4 +1,4 @@
-#include "worker/train/spec.h"
+#include "common/job_spec.h"
 
 #include <gtest/gtest.h>
 
@@ -85,7 +85,8 @@ TEST(SpecTest, HostileInputIsAnErrorNotACrash) {
   EXPECT_NE(Error("data: {dir: \"/d\xff\"}").find("UTF-8"), std::string::npos);
   EXPECT_NE(Error("data: {dir: /d}\noptimizer: {max_lr: 6.0e-400}").find("max_lr"), std::string::npos);
   EXPECT_NE(Error("data: {dir: /d}\noptimizer: {max_lr: 1e999}").find("max_lr"), std::string::npos);
-  EXPECT_NE(Error("data: {dir: /d}\nbatch: {micro_batch: 99999999999999999999}").find("micro_batch"), std::string::npos);
+  EXPECT_NE(Error("data: {dir: /d}\nbatch: {micro_batch: 99999999999999999999}").find("micro_batch"),
+            std::string::npos);
   EXPECT_NE(Error("data: {dir: /d}\ndevice: cuda:" + std::string(100000, '1')).find("device"), std::string::npos);
   const std::string digits(100000, '7');
   EXPECT_FALSE(Resolve("data: {dir: /d}\nname: \"" + digits + "." + digits + "\"").name.empty());

@@ -1,7 +1,7 @@
-// Unit tests for the GPT-2 tokenizer (worker/tokenizer). The expected ids come from tiktoken's
+// Unit tests for the GPT-2 tokenizer (common/tokenizer). The expected ids come from tiktoken's
 // "gpt2" encoding; tests/reference/test_tokenizer.py compares against tiktoken itself at scale.
 
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
 
 #include <stdlib.h>
 
@@ -14,13 +14,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/tokenizer/pretokenizer.h"
+#include "common/tokenizer/stream_decoder.h"
+#include "common/tokenizer/vocab_files.h"
+#include "common/utf8.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "worker/tokenizer/pretokenizer.h"
-#include "worker/tokenizer/stream_decoder.h"
-#include "worker/tokenizer/tokenize_command.h"
-#include "worker/tokenizer/utf8.h"
-#include "worker/tokenizer/vocab_files.h"
+#include "worker/tokenize_command.h"
 
 namespace gpt2 {
 namespace {
@@ -72,55 +72,55 @@ TEST(TokenizerEncode, KnownIdsMatchTiktoken) {
   const Tokenizer& t = Gpt2();
   EXPECT_EQ(t.vocab_size(), 50257);
   EXPECT_EQ(t.eot_token(), 50256);
-  EXPECT_EQ(t.encode_ordinary("Hello world"), (Ids{15496, 995}));
-  EXPECT_EQ(t.encode_ordinary(""), Ids{});
-  EXPECT_EQ(t.encode_ordinary(" "), Ids{220});
-  EXPECT_EQ(t.encode_ordinary("\n\n"), Ids{628});
-  EXPECT_EQ(t.encode_ordinary("It's"), (Ids{1026, 338}));
-  EXPECT_EQ(t.encode_ordinary("I'll go"), (Ids{40, 1183, 467}));
-  EXPECT_EQ(t.encode_ordinary("  hi"), (Ids{220, 23105}));
-  EXPECT_EQ(t.encode_ordinary("1234567"), (Ids{10163, 2231, 3134}));
-  EXPECT_EQ(t.encode_ordinary("\xF0\x9F\x99\x82"), (Ids{8582, 25081}));                       // 🙂
-  EXPECT_EQ(t.encode_ordinary("\xE6\xBC\xA2\xE5\xAD\x97"), (Ids{162, 120, 95, 27764, 245}));  // 漢字
-  EXPECT_EQ(t.encode_ordinary("a\xC2\x85"
-                              "b"),
+  EXPECT_EQ(t.EncodeOrdinary("Hello world"), (Ids{15496, 995}));
+  EXPECT_EQ(t.EncodeOrdinary(""), Ids{});
+  EXPECT_EQ(t.EncodeOrdinary(" "), Ids{220});
+  EXPECT_EQ(t.EncodeOrdinary("\n\n"), Ids{628});
+  EXPECT_EQ(t.EncodeOrdinary("It's"), (Ids{1026, 338}));
+  EXPECT_EQ(t.EncodeOrdinary("I'll go"), (Ids{40, 1183, 467}));
+  EXPECT_EQ(t.EncodeOrdinary("  hi"), (Ids{220, 23105}));
+  EXPECT_EQ(t.EncodeOrdinary("1234567"), (Ids{10163, 2231, 3134}));
+  EXPECT_EQ(t.EncodeOrdinary("\xF0\x9F\x99\x82"), (Ids{8582, 25081}));                       // 🙂
+  EXPECT_EQ(t.EncodeOrdinary("\xE6\xBC\xA2\xE5\xAD\x97"), (Ids{162, 120, 95, 27764, 245}));  // 漢字
+  EXPECT_EQ(t.EncodeOrdinary("a\xC2\x85"
+                             "b"),
             (Ids{64, 126, 227, 65}));  // U+0085
 }
 
 TEST(TokenizerEncode, EndOfTextIsPlainTextUnlessAllowed) {
   const Tokenizer& t = Gpt2();
   const Ids as_text = {15496, 995, 27, 91, 437, 1659, 5239, 91, 29};
-  EXPECT_EQ(t.encode_ordinary("Hello world<|endoftext|>"), as_text);
-  EXPECT_EQ(t.encode("Hello world<|endoftext|>", /*allow_special=*/false), as_text);
-  EXPECT_EQ(t.encode("Hello world<|endoftext|>", /*allow_special=*/true), (Ids{15496, 995, 50256}));
-  EXPECT_EQ(t.encode("a<|endoftext|>b", true), (Ids{64, 50256, 65}));
-  EXPECT_EQ(t.encode("<|endoftext|><|endoftext|>", true), (Ids{50256, 50256}));
-  EXPECT_EQ(t.encode("<|endoftext|", true), t.encode_ordinary("<|endoftext|"));
+  EXPECT_EQ(t.EncodeOrdinary("Hello world<|endoftext|>"), as_text);
+  EXPECT_EQ(t.Encode("Hello world<|endoftext|>", /*allow_special=*/false), as_text);
+  EXPECT_EQ(t.Encode("Hello world<|endoftext|>", /*allow_special=*/true), (Ids{15496, 995, 50256}));
+  EXPECT_EQ(t.Encode("a<|endoftext|>b", true), (Ids{64, 50256, 65}));
+  EXPECT_EQ(t.Encode("<|endoftext|><|endoftext|>", true), (Ids{50256, 50256}));
+  EXPECT_EQ(t.Encode("<|endoftext|", true), t.EncodeOrdinary("<|endoftext|"));
 }
 
 TEST(TokenizerEncode, InvalidUtf8BecomesReplacementCharacter) {
   const Tokenizer& t = Gpt2();
-  EXPECT_EQ(t.encode_ordinary("\xEF\xBF\xBD"), Ids{4210});
-  EXPECT_EQ(t.encode_ordinary("\xFF"), Ids{4210});
-  EXPECT_EQ(t.encode_ordinary("a\xE2\x82"
-                              "b"),
-            t.encode_ordinary("a\xEF\xBF\xBD"
-                              "b"));
-  EXPECT_EQ(t.encode("\xFF<|endoftext|>", true), (Ids{4210, 50256}));
+  EXPECT_EQ(t.EncodeOrdinary("\xEF\xBF\xBD"), Ids{4210});
+  EXPECT_EQ(t.EncodeOrdinary("\xFF"), Ids{4210});
+  EXPECT_EQ(t.EncodeOrdinary("a\xE2\x82"
+                             "b"),
+            t.EncodeOrdinary("a\xEF\xBF\xBD"
+                             "b"));
+  EXPECT_EQ(t.Encode("\xFF<|endoftext|>", true), (Ids{4210, 50256}));
 }
 
 TEST(TokenizerEncode, LongRunsAreFastAndRoundTrip) {
   // One piece each, of 100k bytes or more; the token counts are tiktoken's.
   const Tokenizer& t = Gpt2();
-  const std::pair<std::string, std::size_t> cases[] = {
+  const std::pair<std::string, size_t> cases[] = {
       {std::string(100000, ' '), 100000},  // GPT-2 has no token for a run of spaces
       {std::string(100000, '7'), 50000},
       {std::string(100000, 'a') + std::string(50001, '\n'), 50001},
   };
   for (const auto& [text, count] : cases) {
-    const Ids ids = t.encode_ordinary(text);
+    const Ids ids = t.EncodeOrdinary(text);
     EXPECT_EQ(ids.size(), count);
-    EXPECT_EQ(*t.decode(ids), text);
+    EXPECT_EQ(*t.Decode(ids), text);
   }
 }
 
@@ -130,7 +130,7 @@ Ids ReferenceMerge(const std::string& piece) {
   static const auto* rank_of = [] {
     auto* ranks = new std::unordered_map<std::string, TokenId>;
     for (TokenId id = 0; id < Gpt2().eot_token(); ++id) {
-      (*ranks)[std::string(*Gpt2().token_bytes(id))] = id;
+      (*ranks)[std::string(*Gpt2().TokenBytes(id))] = id;
     }
     return ranks;
   }();
@@ -138,8 +138,8 @@ Ids ReferenceMerge(const std::string& piece) {
   for (char c : piece) parts.emplace_back(1, c);
   while (true) {
     TokenId best = -1;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
       auto it = rank_of->find(parts[i] + parts[i + 1]);
       if (it != rank_of->end() && (best < 0 || it->second < best)) {
         best = it->second;
@@ -161,7 +161,7 @@ TEST(TokenizerEncode, PiecesOfAnyLengthMergeLikeTheReference) {
   for (int round = 0; round < 40; ++round) {
     std::string piece(100 + rng() % 300, ' ');  // one piece: letters only
     for (char& c : piece) c = letters[rng() % letters.size()];
-    EXPECT_EQ(Gpt2().encode_ordinary(piece), ReferenceMerge(piece)) << piece;
+    EXPECT_EQ(Gpt2().EncodeOrdinary(piece), ReferenceMerge(piece)) << piece;
   }
 }
 
@@ -171,12 +171,12 @@ TEST(TokenizerEncode, ConcurrentCallsAgree) {
   for (int i = 0; i < 200; ++i) {
     text += "Thread " + std::to_string(i) + " encodes the same words, again and again: \xCE\xB1\xCE\xB2\n";
   }
-  const Ids expected = t.encode_ordinary(text);
+  const Ids expected = t.EncodeOrdinary(text);
   std::vector<std::thread> threads;
   std::vector<int> mismatches(8, 0);
   for (int k = 0; k < 8; ++k) {
     threads.emplace_back([&, k] {
-      for (int round = 0; round < 20; ++round) mismatches[k] += t.encode_ordinary(text) != expected;
+      for (int round = 0; round < 20; ++round) mismatches[k] += t.EncodeOrdinary(text) != expected;
     });
   }
   for (std::thread& thread : threads) thread.join();
@@ -191,21 +191,21 @@ TEST(TokenizerDecode, RoundTripsText) {
   for (const std::string text :
        {"Hello world", "  leading spaces\n\n\ttabs", "\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x9A\x80 emoji",
         "\xE6\xBC\xA2\xE5\xAD\x97 and \xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7", "<|endoftext|>"}) {
-    EXPECT_EQ(*t.decode(t.encode(text, true)), text);
-    EXPECT_EQ(*t.decode(t.encode_ordinary(text)), text);
+    EXPECT_EQ(*t.Decode(t.Encode(text, true)), text);
+    EXPECT_EQ(*t.Decode(t.EncodeOrdinary(text)), text);
   }
 }
 
 TEST(TokenizerDecode, RejectsIdsOutsideTheVocabulary) {
   const Tokenizer& t = Gpt2();
-  EXPECT_EQ(t.decode(Ids{15496, 50257}).status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_NE(Message(t.decode(Ids{15496, -1}).status()).find("-1"), std::string::npos);
-  EXPECT_FALSE(t.token_bytes(50257).ok());
-  EXPECT_EQ(*t.token_bytes(50256), "<|endoftext|>");
-  EXPECT_EQ(*t.token_bytes(995), " world");
+  EXPECT_EQ(t.Decode(Ids{15496, 50257}).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(Message(t.Decode(Ids{15496, -1}).status()).find("-1"), std::string::npos);
+  EXPECT_FALSE(t.TokenBytes(50257).ok());
+  EXPECT_EQ(*t.TokenBytes(50256), "<|endoftext|>");
+  EXPECT_EQ(*t.TokenBytes(995), " world");
 }
 
-TEST(TokenizerDecode, PartialCharactersDecodeToRawBytes) { EXPECT_EQ(*Gpt2().decode(Ids{8582}), "\xF0\x9F"); }
+TEST(TokenizerDecode, PartialCharactersDecodeToRawBytes) { EXPECT_EQ(*Gpt2().Decode(Ids{8582}), "\xF0\x9F"); }
 
 // --- UTF-8 repair
 // ---------------------------------------------------------------------------------
@@ -241,11 +241,11 @@ std::string StreamAll(const Ids& ids, std::vector<std::string>* deltas = nullptr
   StreamDecoder stream(Gpt2());
   std::string text;
   for (TokenId id : ids) {
-    const std::string delta = *stream.push(id);
+    const std::string delta = *stream.Push(id);
     if (deltas != nullptr) deltas->push_back(delta);
     text += delta;
   }
-  return text + stream.finish();
+  return text + stream.Finish();
 }
 
 TEST(StreamDecoder, HoldsBackEmojiSplitAcrossTokens) {
@@ -261,14 +261,14 @@ TEST(StreamDecoder, EveryDeltaIsWholeCharacters) {
       "\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91"
       "\xA7 na\xC3\xAFve \xE0\xA4\xA8\xE0\xA4\xAE\xE0\xA4\xB8\xE0\xA5\x8D\xE0\xA4\xA4\xE0\xA5\x87";
   std::vector<std::string> deltas;
-  EXPECT_EQ(StreamAll(Gpt2().encode_ordinary(text), &deltas), text);
+  EXPECT_EQ(StreamAll(Gpt2().EncodeOrdinary(text), &deltas), text);
   for (const std::string& delta : deltas) EXPECT_EQ(ValidUtf8PrefixLength(delta), delta.size());
 }
 
 // The id of the token that is the single byte `b`.
 TokenId ByteToken(char b) {
   for (TokenId id = 0; id < 256; ++id) {
-    if (*Gpt2().token_bytes(id) == std::string_view(&b, 1)) return id;
+    if (*Gpt2().TokenBytes(id) == std::string_view(&b, 1)) return id;
   }
   ADD_FAILURE() << "no token for byte " << static_cast<int>(b);
   return 0;
@@ -283,7 +283,7 @@ TEST(StreamDecoder, InvalidBytesBecomeReplacementCharacters) {
   EXPECT_EQ(StreamAll({ByteToken('\xE2'), ByteToken('\x82'), 64}, &deltas), r + "a");
   EXPECT_EQ(deltas, (std::vector<std::string>{"", "", r + "a"}));
   StreamDecoder stream(Gpt2());
-  EXPECT_FALSE(stream.push(50257).ok());
+  EXPECT_FALSE(stream.Push(50257).ok());
   EXPECT_EQ(stream.pending_bytes(), 0u);
 }
 
@@ -293,7 +293,7 @@ TEST(StreamDecoder, MatchesReplacementDecodingOfAnyTokenSequence) {
   for (TokenId start = 0; start < 400; start += 7) {
     Ids ids;
     for (TokenId id = start; id < start + 40; ++id) ids.push_back(id);
-    EXPECT_EQ(StreamAll(ids), ReplaceInvalidUtf8(*Gpt2().decode(ids))) << "start " << start;
+    EXPECT_EQ(StreamAll(ids), ReplaceInvalidUtf8(*Gpt2().Decode(ids))) << "start " << start;
   }
 }
 
@@ -303,7 +303,7 @@ TEST(StreamDecoder, MatchesReplacementDecodingOfAnyTokenSequence) {
 std::vector<std::string> Pieces(std::string_view text) {
   static const Pretokenizer* split = new Pretokenizer(*Pretokenizer::Create());
   std::vector<std::string> pieces;
-  split->split(text, [&](std::string_view piece) { pieces.emplace_back(piece); });
+  split->Split(text, [&](std::string_view piece) { pieces.emplace_back(piece); });
   return pieces;
 }
 
@@ -412,15 +412,15 @@ TEST(VocabFiles, StandInsRoundTrip) {
 // a split of the token into two tokens of lower rank, which is what vocab.bpe lists.
 void WriteEncoderJsonForm(const TempDir& dir, const std::string& json_name, const std::string& merges_name) {
   const std::vector<std::string> tokens = *ReadTiktokenFile(GPT2D_DEFAULT_VOCAB);
-  std::unordered_map<std::string, std::size_t> rank_of;
+  std::unordered_map<std::string, size_t> rank_of;
   nlohmann::json encoder = nlohmann::json::object();
   std::string merges = "#version: 0.2\n";
-  for (std::size_t r = 0; r < tokens.size(); ++r) {
+  for (size_t r = 0; r < tokens.size(); ++r) {
     const std::string& token = tokens[r];
     encoder[BytesToGpt2Unicode(token)] = r;
     rank_of[token] = r;
     if (token.size() == 1) continue;
-    for (std::size_t cut = 1; cut < token.size(); ++cut) {
+    for (size_t cut = 1; cut < token.size(); ++cut) {
       auto left = rank_of.find(token.substr(0, cut)), right = rank_of.find(token.substr(cut));
       if (left != rank_of.end() && right != rank_of.end()) {
         merges += BytesToGpt2Unicode(left->first) + " " + BytesToGpt2Unicode(right->first) + "\n";
@@ -444,7 +444,7 @@ TEST(VocabFiles, EncoderJsonFormEqualsTiktokenForm) {
   absl::StatusOr<Tokenizer> loaded = LoadTokenizer(dir.path());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   const std::string text = "Hello world, it's \xE6\xBC\xA2\xE5\xAD\x97 <|endoftext|> 12345";
-  EXPECT_EQ(loaded->encode(text, true), Gpt2().encode(text, true));
+  EXPECT_EQ(loaded->Encode(text, true), Gpt2().Encode(text, true));
 }
 
 TEST(VocabFiles, MalformedMergesNameFileAndLine) {
@@ -453,9 +453,9 @@ TEST(VocabFiles, MalformedMergesNameFileAndLine) {
   std::ifstream in(dir.path() + "/vocab.bpe");
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  const auto merges_with = [&](std::size_t line, const std::string& replacement) {
+  const auto merges_with = [&](size_t line, const std::string& replacement) {
     std::string out;
-    for (std::size_t n = 0; n < lines.size(); ++n) out += (n + 1 == line ? replacement : lines[n]) + "\n";
+    for (size_t n = 0; n < lines.size(); ++n) out += (n + 1 == line ? replacement : lines[n]) + "\n";
     return out;
   };
   const std::string json = dir.path() + "/encoder.json";
@@ -491,7 +491,7 @@ TEST(LoadTokenizer, FindsEveryForm) {
        {std::string(GPT2D_DEFAULT_VOCAB), tiktoken_dir.path(), openai_dir.path(), hf_dir.path()}) {
     absl::StatusOr<Tokenizer> loaded = LoadTokenizer(path);
     ASSERT_TRUE(loaded.ok()) << path << ": " << loaded.status();
-    EXPECT_EQ(loaded->encode_ordinary("Hello world"), (Ids{15496, 995}));
+    EXPECT_EQ(loaded->EncodeOrdinary("Hello world"), (Ids{15496, 995}));
   }
 }
 

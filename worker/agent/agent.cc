@@ -11,14 +11,16 @@
 #include "absl/strings/str_cat.h"
 #include "common/http_server.h"
 #include "common/server_credentials.h"
+#include "common/tokenizer/tokenizer.h"
 #include "gpt2d/v1/worker.grpc.pb.h"
 #include "worker/agent/outbox.h"
 #include "worker/agent/rank_host.h"
 #include "worker/agent/serving_host.h"
 #include "worker/agent/worker_metrics.h"
+#include "worker/command_flags.h"
 #include "worker/serve/generate_service.h"
+#include "worker/serve/serve_command.h"
 #include "worker/serve/serve_metrics.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 namespace {
@@ -36,13 +38,6 @@ class Agent {
     absl::StatusOr<int64_t> memory = ProbeDevice(opts_.device);
     if (!memory.ok()) return Fail(std::string(memory.status().message()));
     memory_bytes_ = *memory;
-    std::unique_ptr<HttpServer> http;
-    if (!opts_.http_listen.empty()) {
-      absl::StatusOr<std::unique_ptr<HttpServer>> h =
-          HttpServer::Start(opts_.http_listen, metrics_.registry(), [] { return std::string(); });
-      if (!h.ok()) return Fail(std::string(h.status().message()));
-      http = *std::move(h);
-    }
     // The serving face exists from the start; it refuses requests until gpt2d assigns a deployment.
     absl::StatusOr<Tokenizer> tok = LoadTokenizer(opts_.vocab);
     if (!tok.ok()) return Fail(std::string(tok.status().message()));
@@ -53,17 +48,14 @@ class Agent {
                    metrics_);
     ranks_ = &ranks;
     // Its port takes the cluster token too: gpt2d's relay presents it, nobody else has it.
-    GenerateServiceImpl generate([&serving]() { return serving.Now(); }, *tok, serve_metrics,
-                                 opts_.coordinator.token);
+    GenerateServiceImpl generate([&serving]() { return serving.Now(); }, *tok, serve_metrics, opts_.coordinator.token);
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> serve_creds = MakeServerCredentials(opts_.serve_tls);
     if (!serve_creds.ok()) return Fail(std::string(serve_creds.status().message()));
-    grpc::ServerBuilder builder;
-    int serve_port = 0;
-    builder.AddListeningPort(opts_.serve_listen, *serve_creds, &serve_port);
-    builder.RegisterService(&generate);
-    std::unique_ptr<grpc::Server> serve_server = builder.BuildAndStart();
-    if (!serve_server || serve_port == 0) return Fail("cannot serve GenerateService on " + opts_.serve_listen);
-    serve_address_ = absl::StrCat(opts_.advertise_host, ":", serve_port);
+    // /metrics and /healthz carry the worker's metrics and the replica's (one registry).
+    absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> endpoints = ReplicaEndpoints::Start(
+        generate, opts_.serve_listen, *serve_creds, opts_.http_listen, metrics_.registry(), nullptr);
+    if (!endpoints.ok()) return Fail(std::string(endpoints.status().message()));
+    serve_address_ = absl::StrCat(opts_.advertise_host, ":", (*endpoints)->port());
 
     absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeClientChannel(opts_.coordinator);
     if (!channel.ok()) return Fail(std::string(channel.status().message()));
@@ -88,8 +80,7 @@ class Agent {
       SleepUnlessStopped(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
     }
-    Log("stopping");  // `ranks` cancels the rank and waits for it; `serving` stops serving
-    serve_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    Log("stopping");  // the endpoints stop; `ranks` cancels the rank and waits for it; `serving` stops serving
     return 0;
   }
 
@@ -189,6 +180,56 @@ int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop) {
   if (opts.advertise_host.empty()) opts.advertise_host = host;
   if (opts.worker_id.empty()) opts.worker_id = absl::StrCat(host, "/", opts.device);
   return Agent(opts, stop).Run();
+}
+
+WorkerCommand AddRunCommand(CLI::App& app, const WorkerGlobals& globals) {
+  struct Flags {
+    AgentOptions agent;
+    std::string token_file;
+    double collective_timeout_s = 60, cancel_grace_s = 120;
+  };
+  auto f = std::make_shared<Flags>();
+  AgentOptions& a = f->agent;
+  CLI::App* cmd = app.add_subcommand("run", "The worker daemon: register with gpt2d and run what it assigns");
+  cmd->add_option("--coordinator", a.coordinator.address, "gpt2d's gRPC address (host:port)")
+      ->envname("GPT2D_SERVER")
+      ->required();
+  cmd->add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--id", a.worker_id, "Worker id, stable across restarts (default: <hostname>/<device>)");
+  cmd->add_option("--advertise-host", a.advertise_host,
+                  "Address other workers reach this one at for the rendezvous (default: the hostname)");
+  cmd->add_option("--http-listen", a.http_listen, "Address for /metrics and /healthz; empty: none")
+      ->capture_default_str();
+  cmd->add_option("--token", a.coordinator.token, "The cluster token")->envname("GPT2D_CLUSTER_TOKEN");
+  cmd->add_option("--token-file", f->token_file, "A file holding the cluster token");
+  cmd->add_flag("--tls", a.coordinator.tls, "Connect with TLS (implied by the --tls-* options)");
+  cmd->add_option("--tls-ca", a.coordinator.tls_ca_file, "CA certificate to verify gpt2d with (PEM)");
+  cmd->add_option("--tls-cert", a.coordinator.tls_cert_file, "Client certificate for mutual TLS (PEM)");
+  cmd->add_option("--tls-key", a.coordinator.tls_key_file, "Client key for mutual TLS (PEM)");
+  cmd->add_option("--tls-server-name", a.coordinator.tls_server_name, "Name to verify in gpt2d's certificate");
+  cmd->add_option("--collective-timeout", f->collective_timeout_s, "Seconds before a silent peer rank is declared dead")
+      ->capture_default_str();
+  cmd->add_option("--cancel-grace", f->cancel_grace_s,
+                  "Seconds a cancelled rank may take to stop; past them the worker exits with status 75 so that "
+                  "its supervisor restarts it (longer than --collective-timeout)")
+      ->capture_default_str();
+  cmd->add_option("--serve-tls-cert", a.serve_tls.cert_file,
+                  "Certificate (PEM) of this worker's GenerateService port; with --serve-tls-key: TLS only");
+  cmd->add_option("--serve-tls-key", a.serve_tls.key_file, "Private key (PEM) for --serve-tls-cert");
+  cmd->add_option("--serve-tls-client-ca", a.serve_tls.client_ca_file,
+                  "Require client certificates signed by this CA on the serving port (mTLS)");
+  cmd->add_option("--serve-listen", a.serve_listen,
+                  "Address of this worker's GenerateService when gpt2d has it serve (port 0: any free one)")
+      ->capture_default_str();
+  AddEngineFlags(cmd, a.engine, "When serving: ");
+  return {cmd, [f, &globals] {
+            AgentOptions& a = f->agent;
+            a.vocab = globals.vocab;
+            if (!ReadTokenFlag(f->token_file, &a.coordinator.token)) return 2;
+            a.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(f->collective_timeout_s * 1000));
+            a.cancel_grace = std::chrono::milliseconds(static_cast<int64_t>(f->cancel_grace_s * 1000));
+            return RunAgent(a, StopOnSignals());
+          }};
 }
 
 }  // namespace gpt2

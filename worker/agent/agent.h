@@ -17,6 +17,7 @@
 
 #include "common/client_channel.h"
 #include "common/server_credentials.h"
+#include "worker/command.h"
 #include "worker/serve/engine.h"
 
 namespace gpt2 {
@@ -42,5 +43,8 @@ struct AgentOptions {
 // Runs until `stop` becomes true (SIGINT/SIGTERM). Returns the process exit code; non-zero for a
 // configuration gpt2d refuses (bad token, bad registration) or a device that does not exist.
 int RunAgent(const AgentOptions& options, const std::atomic<bool>& stop);
+
+// Adds `run` and its flags to `app` (worker/command.h); it runs until SIGINT or SIGTERM.
+WorkerCommand AddRunCommand(CLI::App& app, const WorkerGlobals& globals);
 
 }  // namespace gpt2

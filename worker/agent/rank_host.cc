@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "worker/train/spec.h"
+#include "common/job_spec.h"
 
 namespace gpt2 {
 namespace {
@@ -211,8 +211,8 @@ void RankHost::Watch() {
       // events are lost with it, which is fine: gpt2d restarts the job from its checkpoint.
       // reporting_, not runner_: the destructor has moved runner_ out while it waits for the rank.
       const RankTask& t = *reporting_;
-      Log(absl::StrCat(t.job_id, " attempt ", t.attempt, " rank ", t.rank,
-                       ": did not stop within ", opts_.cancel_grace.count() / 1000.0,
+      Log(absl::StrCat(t.job_id, " attempt ", t.attempt, " rank ", t.rank, ": did not stop within ",
+                       opts_.cancel_grace.count() / 1000.0,
                        "s of being cancelled (stuck in a device call, a file system or a collective); exiting with ",
                        kStuckRankExitCode, " so that the supervisor restarts this worker with its device free"));
       std::_Exit(kStuckRankExitCode);

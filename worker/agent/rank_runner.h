@@ -11,8 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/train_config.h"
 #include "worker/train/events.h"
-#include "worker/train/train_config.h"
 
 namespace gpt2 {
 

@@ -6,8 +6,8 @@
 
 namespace gpt2 {
 
-absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_paths, std::int64_t B, std::int64_t T,
-                                              int rank, int world_size) {
+absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_paths, int64_t B, int64_t T, int rank,
+                                              int world_size) {
   if (B < 1 || T < 1) {
     return absl::InvalidArgumentError(absl::StrCat("B and T must be positive, got B=", B, " T=", T));
   }
@@ -17,12 +17,12 @@ absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_pat
   if (shard_paths.empty()) return absl::InvalidArgumentError("the data loader has no shards");
 
   // One step of all ranks reads B*T*world_size tokens plus the last target.
-  const std::int64_t step_tokens = B * T * world_size;
+  const int64_t step_tokens = B * T * world_size;
   DataLoader loader;
   for (const std::string& path : shard_paths) {
     absl::StatusOr<Shard> shard = Shard::Open(path);
     if (!shard.ok()) return shard.status();
-    const auto length = static_cast<std::int64_t>(shard->tokens().size());
+    const auto length = static_cast<int64_t>(shard->tokens().size());
     if (length < step_tokens + 1) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": ", length, " tokens, too few for one step of B*T*world_size + 1 = ", step_tokens + 1,
@@ -35,19 +35,19 @@ absl::StatusOr<DataLoader> DataLoader::Create(std::vector<std::string> shard_pat
   loader.T_ = T;
   loader.rank_ = rank;
   loader.world_size_ = world_size;
-  loader.reset();
+  loader.Reset();
   return loader;
 }
 
-void DataLoader::reset() { position_ = {.shard = 0, .offset = B_ * T_ * rank_}; }
+void DataLoader::Reset() { position_ = {.shard = 0, .offset = B_ * T_ * rank_}; }
 
-absl::Status DataLoader::Load(std::int64_t index) {
+absl::Status DataLoader::Load(int64_t index) {
   if (shard_.has_value() && mapped_index_ == index) return absl::OkStatus();
   shard_.reset();  // unmap first: at most one shard mapped
   mapped_index_ = -1;
   absl::StatusOr<Shard> shard = Shard::Open(paths_[index]);
   if (!shard.ok()) return shard.status();
-  if (static_cast<std::int64_t>(shard->tokens().size()) != lengths_[index]) {
+  if (static_cast<int64_t>(shard->tokens().size()) != lengths_[index]) {
     return absl::FailedPreconditionError(absl::StrCat(paths_[index], ": shard changed since the loader was created (",
                                                       lengths_[index], " tokens then, ", shard->tokens().size(),
                                                       " now)"));
@@ -57,39 +57,39 @@ absl::Status DataLoader::Load(std::int64_t index) {
   return absl::OkStatus();
 }
 
-absl::Status DataLoader::next_batch(std::span<std::int64_t> x, std::span<std::int64_t> y) {
-  const std::int64_t batch_tokens = B_ * T_;
-  if (static_cast<std::int64_t>(x.size()) != batch_tokens || static_cast<std::int64_t>(y.size()) != batch_tokens) {
+absl::Status DataLoader::NextBatch(std::span<int64_t> x, std::span<int64_t> y) {
+  const int64_t batch_tokens = B_ * T_;
+  if (static_cast<int64_t>(x.size()) != batch_tokens || static_cast<int64_t>(y.size()) != batch_tokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("next_batch needs B*T = ", batch_tokens, " values in x and y, got ", x.size(), " and ", y.size()));
   }
   if (absl::Status status = Load(position_.shard); !status.ok()) return status;
 
   // buf = tokens[pos : pos + B*T + 1]; x = buf[:-1], y = buf[1:]
-  const std::span<const std::uint16_t> buf = shard_->tokens().subspan(position_.offset, batch_tokens + 1);
-  for (std::int64_t i = 0; i < batch_tokens; ++i) {
+  const std::span<const uint16_t> buf = shard_->tokens().subspan(position_.offset, batch_tokens + 1);
+  for (int64_t i = 0; i < batch_tokens; ++i) {
     x[i] = buf[i];
     y[i] = buf[i + 1];
   }
 
-  const std::int64_t step_tokens = batch_tokens * world_size_;
+  const int64_t step_tokens = batch_tokens * world_size_;
   position_.offset += step_tokens;
   if (position_.offset + step_tokens + 1 > lengths_[position_.shard]) {
-    position_.shard = (position_.shard + 1) % static_cast<std::int64_t>(paths_.size());
+    position_.shard = (position_.shard + 1) % static_cast<int64_t>(paths_.size());
     position_.offset = batch_tokens * rank_;
   }
   return absl::OkStatus();
 }
 
-absl::Status DataLoader::set_position(LoaderPosition position) {
-  const auto n_shards = static_cast<std::int64_t>(paths_.size());
+absl::Status DataLoader::SetPosition(LoaderPosition position) {
+  const auto n_shards = static_cast<int64_t>(paths_.size());
   if (position.shard < 0 || position.shard >= n_shards) {
     return absl::InvalidArgumentError(
         absl::StrCat("loader position: shard ", position.shard, " is not in [0, ", n_shards, ")"));
   }
-  const std::int64_t start = B_ * T_ * rank_;
-  const std::int64_t step_tokens = B_ * T_ * world_size_;
-  const std::int64_t length = lengths_[position.shard];
+  const int64_t start = B_ * T_ * rank_;
+  const int64_t step_tokens = B_ * T_ * world_size_;
+  const int64_t length = lengths_[position.shard];
   if (position.offset != start) {
     if (position.offset < start || (position.offset - start) % step_tokens != 0) {
       return absl::InvalidArgumentError(

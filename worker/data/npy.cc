@@ -14,8 +14,8 @@
 namespace gpt2 {
 namespace {
 
-std::uint32_t ReadLittleEndian(std::string_view bytes, std::size_t offset, int width) {
-  std::uint32_t value = 0;
+uint32_t ReadLittleEndian(std::string_view bytes, size_t offset, int width) {
+  uint32_t value = 0;
   for (int i = width - 1; i >= 0; --i) {
     value = (value << 8) | static_cast<unsigned char>(bytes[offset + i]);
   }
@@ -31,7 +31,7 @@ class HeaderDictParser {
   absl::StatusOr<NpyHeader> Parse() {
     std::optional<std::string> descr;
     std::optional<bool> fortran_order;
-    std::optional<std::vector<std::int64_t>> shape;
+    std::optional<std::vector<int64_t>> shape;
 
     if (!Consume('{')) return Error("expected '{'");
     while (!Consume('}')) {
@@ -70,7 +70,7 @@ class HeaderDictParser {
     }
     if (shape->size() != 1) {
       std::string dims;
-      for (std::int64_t d : *shape) absl::StrAppend(&dims, d, ",");
+      for (int64_t d : *shape) absl::StrAppend(&dims, d, ",");
       return absl::InvalidArgumentError(
           absl::StrCat("npy shape is (", dims, "); token shards must be 1-D, shape (N,)"));
     }
@@ -102,7 +102,7 @@ class HeaderDictParser {
     SkipSpace();
     if (pos_ >= text_.size() || (text_[pos_] != '\'' && text_[pos_] != '"')) return std::nullopt;
     const char quote = text_[pos_];
-    const std::size_t end = text_.find(quote, pos_ + 1);
+    const size_t end = text_.find(quote, pos_ + 1);
     if (end == std::string_view::npos) return std::nullopt;
     std::string value(text_.substr(pos_ + 1, end - pos_ - 1));
     pos_ = end + 1;
@@ -123,13 +123,13 @@ class HeaderDictParser {
     return std::nullopt;
   }
 
-  std::optional<std::int64_t> Int() {
+  std::optional<int64_t> Int() {
     SkipSpace();
-    const std::size_t start = pos_;
-    std::int64_t value = 0;
+    const size_t start = pos_;
+    int64_t value = 0;
     while (pos_ < text_.size() && std::isdigit(static_cast<unsigned char>(text_[pos_]))) {
       const int digit = text_[pos_] - '0';
-      if (value > (std::numeric_limits<std::int64_t>::max() - digit) / 10) return std::nullopt;
+      if (value > (std::numeric_limits<int64_t>::max() - digit) / 10) return std::nullopt;
       value = value * 10 + digit;
       ++pos_;
     }
@@ -139,11 +139,11 @@ class HeaderDictParser {
   }
 
   // "()", "(N,)", "(N, M)", "(N, M,)"...
-  std::optional<std::vector<std::int64_t>> IntTuple() {
+  std::optional<std::vector<int64_t>> IntTuple() {
     if (!Consume('(')) return std::nullopt;
-    std::vector<std::int64_t> values;
+    std::vector<int64_t> values;
     while (!Consume(')')) {
-      std::optional<std::int64_t> value = Int();
+      std::optional<int64_t> value = Int();
       if (!value) return std::nullopt;
       values.push_back(*value);
       if (!Consume(',')) {
@@ -155,7 +155,7 @@ class HeaderDictParser {
   }
 
   std::string_view text_;
-  std::size_t pos_ = 0;
+  size_t pos_ = 0;
 };
 
 }  // namespace
@@ -171,9 +171,9 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::string_view file) {
         absl::StrCat("unsupported npy format version ", major, ".", minor, " (expected 1.0, 2.0 or 3.0)"));
   }
   const int length_width = major == 1 ? 2 : 4;
-  const std::size_t prefix = 8 + length_width;
+  const size_t prefix = 8 + length_width;
   if (file.size() < prefix) return absl::InvalidArgumentError("npy header is truncated");
-  const std::size_t header_length = ReadLittleEndian(file, 8, length_width);
+  const size_t header_length = ReadLittleEndian(file, 8, length_width);
   if (file.size() - prefix < header_length) {
     return absl::InvalidArgumentError(absl::StrCat("npy header is truncated: it claims ", header_length,
                                                    " bytes, the file has ", file.size() - prefix, " after the prefix"));
@@ -184,14 +184,14 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::string_view file) {
   return header;
 }
 
-std::string FormatNpyHeader(std::int64_t count) {
+std::string FormatNpyHeader(int64_t count) {
   std::string dict = absl::StrCat("{'descr': '<u2', 'fortran_order': False, 'shape': (", count, ",), }");
   // Pad with spaces and end with '\n' so that magic + version + length + dict is exactly the
   // fixed size (a multiple of 64, as numpy itself aligns its headers).
-  const std::size_t prefix = kNpyMagic.size() + 2 + 2;
+  const size_t prefix = kNpyMagic.size() + 2 + 2;
   dict.resize(kNpyFixedHeaderBytes - prefix - 1, ' ');
   dict.push_back('\n');
-  const std::size_t length = dict.size();
+  const size_t length = dict.size();
   std::string header(kNpyMagic);
   header.push_back('\x01');  // version 1.0
   header.push_back('\x00');

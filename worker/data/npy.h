@@ -7,8 +7,7 @@
 // spaces and ended by '\n'. The array's raw bytes follow the header.
 // (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html)
 
-#ifndef GPT2D_WORKER_DATA_NPY_H_
-#define GPT2D_WORKER_DATA_NPY_H_
+#pragma once
 
 #include <cstddef>
 #include <cstdint>
@@ -24,8 +23,8 @@ inline constexpr std::string_view kNpyMagic = "\x93NUMPY";
 
 // What the header of a uint16 vector says.
 struct NpyHeader {
-  std::int64_t count = 0;       // the shape's single dimension
-  std::size_t data_offset = 0;  // where the array's bytes start in the file
+  int64_t count = 0;       // the shape's single dimension
+  size_t data_offset = 0;  // where the array's bytes start in the file
 };
 
 // Parses the header at the start of `file` (the file's first bytes; the whole file is fine).
@@ -38,9 +37,7 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::string_view file);
 // The complete header (magic to '\n') for a uint16 vector of `count` elements, in format 1.0.
 // Always kNpyFixedHeaderBytes long whatever the count, so that a writer can reserve the space
 // before it knows the count and fill it in afterwards.
-std::string FormatNpyHeader(std::int64_t count);
-inline constexpr std::size_t kNpyFixedHeaderBytes = 128;
+std::string FormatNpyHeader(int64_t count);
+inline constexpr size_t kNpyFixedHeaderBytes = 128;
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_DATA_NPY_H_

@@ -26,29 +26,29 @@ namespace fs = std::filesystem;
 
 // A batch closes at this much text or this many documents, whichever comes first: big enough to
 // keep a thread busy for a while, small enough that a few per thread fit in memory.
-constexpr std::size_t kBatchBytes = 1 << 20;
-constexpr std::size_t kBatchDocuments = 1024;
+constexpr size_t kBatchBytes = 1 << 20;
+constexpr size_t kBatchDocuments = 1024;
 // Batches submitted but not yet written, per tokenizing thread.
-constexpr std::size_t kBatchesInFlightPerThread = 2;
+constexpr size_t kBatchesInFlightPerThread = 2;
 
 // ----------------------------------------------------------------------------------------------
 // Tokenizing on a pool of threads, results in submission order.
 
 struct Batch {
   std::vector<std::string> documents;
-  std::vector<std::uint16_t> tokens;  // <|endoftext|> + encode_ordinary(doc), for each doc
+  std::vector<uint16_t> tokens;  // <|endoftext|> + EncodeOrdinary(doc), for each doc
   absl::Status status;
   bool done = false;
 };
 
 absl::Status TokenizeBatch(const Tokenizer& tokenizer, Batch& batch) {
   for (const std::string& document : batch.documents) {
-    batch.tokens.push_back(static_cast<std::uint16_t>(tokenizer.eot_token()));
-    for (TokenId id : tokenizer.encode_ordinary(document)) {
+    batch.tokens.push_back(static_cast<uint16_t>(tokenizer.eot_token()));
+    for (TokenId id : tokenizer.EncodeOrdinary(document)) {
       if (id < 0 || id > 0xffff) {
         return absl::InvalidArgumentError(absl::StrCat("token id ", id, " does not fit the shards' uint16"));
       }
-      batch.tokens.push_back(static_cast<std::uint16_t>(id));
+      batch.tokens.push_back(static_cast<uint16_t>(id));
     }
   }
   batch.documents = {};  // the text is no longer needed
@@ -81,7 +81,7 @@ class OrderedTokenizerPool {
     cv_.notify_all();
   }
 
-  std::size_t in_flight() const {
+  size_t in_flight() const {
     std::lock_guard<std::mutex> lock(mu_);
     return in_order_.size();
   }
@@ -162,19 +162,18 @@ std::vector<std::string> ExistingShards(const PrepOptions& options) {
 
 class ShardSink {
  public:
-  ShardSink(const PrepOptions& options, ShardFormat format, std::int64_t val_tokens)
+  ShardSink(const PrepOptions& options, ShardFormat format, int64_t val_tokens)
       : options_(options), format_(format), val_tokens_(val_tokens) {}
 
-  absl::Status Write(std::span<const std::uint16_t> tokens) {
+  absl::Status Write(std::span<const uint16_t> tokens) {
     while (!tokens.empty()) {
       if (!writer_) {
         absl::StatusOr<ShardWriter> writer = ShardWriter::Create(ShardPath(options_, format_, index_), format_);
         if (!writer.ok()) return writer.status();
         writer_.emplace(std::move(*writer));
       }
-      const std::int64_t capacity = index_ == 0 ? val_tokens_ : options_.shard_tokens;
-      const std::size_t n =
-          static_cast<std::size_t>(std::min<std::int64_t>(capacity - writer_->token_count(), tokens.size()));
+      const int64_t capacity = index_ == 0 ? val_tokens_ : options_.shard_tokens;
+      const size_t n = static_cast<size_t>(std::min<int64_t>(capacity - writer_->token_count(), tokens.size()));
       if (absl::Status status = writer_->Append(tokens.first(n)); !status.ok()) return status;
       tokens = tokens.subspan(n);
       if (writer_->token_count() == capacity) {
@@ -200,7 +199,7 @@ class ShardSink {
 
   const PrepOptions& options_;
   const ShardFormat format_;
-  const std::int64_t val_tokens_;
+  const int64_t val_tokens_;
   int index_ = 0;
   std::optional<ShardWriter> writer_;
   std::vector<std::string> shards_;
@@ -230,7 +229,7 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
   if (absl::Status status = CheckOptions(options); !status.ok()) return status;
   absl::StatusOr<ShardFormat> format = ParseShardFormat(options.format);
   if (!format.ok()) return format.status();
-  const std::int64_t val_tokens = options.val_tokens == 0 ? options.shard_tokens : options.val_tokens;
+  const int64_t val_tokens = options.val_tokens == 0 ? options.shard_tokens : options.val_tokens;
   const int threads =
       options.threads > 0 ? options.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 
@@ -240,7 +239,8 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
         if (result.skipped_lines < 100) log << "warning: skipped " << problem << "\n";
         if (result.skipped_lines == 99) log << "warning: (further skipped lines not shown)\n";
         ++result.skipped_lines;
-      });
+      },
+      options.column);
   if (!reader.ok()) return reader.status();
 
   std::error_code error;
@@ -271,13 +271,13 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
   ShardSink sink(options, *format, val_tokens);
   {
     OrderedTokenizerPool pool(tokenizer, threads);
-    const std::size_t max_in_flight = kBatchesInFlightPerThread * threads;
+    const size_t max_in_flight = kBatchesInFlightPerThread * threads;
     bool end_of_corpus = false;
     while (true) {
       // Keep the pool fed, reading documents only as far ahead as it needs.
       while (!end_of_corpus && pool.in_flight() < max_in_flight) {
         std::vector<std::string> documents;
-        std::size_t bytes = 0;
+        size_t bytes = 0;
         while (bytes < kBatchBytes && documents.size() < kBatchDocuments) {
           absl::StatusOr<std::optional<std::string>> document = reader->Next();
           if (!document.ok()) return document.status();
@@ -288,7 +288,7 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
           bytes += (*document)->size();
           documents.push_back(std::move(**document));
         }
-        result.documents += static_cast<std::int64_t>(documents.size());
+        result.documents += static_cast<int64_t>(documents.size());
         if (!documents.empty()) pool.Submit(std::move(documents));
       }
       if (pool.in_flight() == 0) break;
@@ -296,7 +296,7 @@ absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepO
       std::shared_ptr<Batch> batch = pool.TakeOldest();
       if (!batch->status.ok()) return batch->status;
       if (absl::Status status = sink.Write(batch->tokens); !status.ok()) return status;
-      result.tokens += static_cast<std::int64_t>(batch->tokens.size());
+      result.tokens += static_cast<int64_t>(batch->tokens.size());
 
       const Clock::time_point now = Clock::now();
       if (now - last_report >= std::chrono::seconds(1)) {

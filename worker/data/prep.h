@@ -12,8 +12,7 @@
 //     a few batches of them are in flight.
 //   * Each shard is written under a temporary name and renamed when complete.
 
-#ifndef GPT2D_WORKER_DATA_PREP_H_
-#define GPT2D_WORKER_DATA_PREP_H_
+#pragma once
 
 #include <cstdint>
 #include <ostream>
@@ -21,29 +20,30 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
 struct PrepOptions {
-  std::vector<std::string> inputs;          // text files, directories, .jsonl files (documents.h)
-  std::string out_dir;                      // created if missing
-  std::string name = "shard";               // shard file prefix
-  std::int64_t shard_tokens = 100'000'000;  // tokens per training shard
-  std::int64_t val_tokens = 0;              // tokens in the validation shard; 0 = shard_tokens
-  std::string format = "bin";               // "bin" (llm.c) or "npy" (NumPy)
-  int threads = 0;                          // tokenizing threads; 0 = all cores
-  bool force = false;                       // overwrite existing <name>_{val,train}_NNNNNN shards
-  bool skip_bad_lines = false;              // skip malformed JSONL lines with a warning instead of failing
-  std::string vocab;                        // tokenizer file or directory; empty = LoadTokenizer's default
+  std::vector<std::string> inputs;     // text, .jsonl(.gz) and parquet files, directories (documents.h)
+  std::string out_dir;                 // created if missing
+  std::string name = "shard";          // shard file prefix
+  int64_t shard_tokens = 100'000'000;  // tokens per training shard
+  int64_t val_tokens = 0;              // tokens in the validation shard; 0 = shard_tokens
+  std::string format = "bin";          // "bin" (llm.c) or "npy" (NumPy)
+  int threads = 0;                     // tokenizing threads; 0 = all cores
+  bool force = false;                  // overwrite existing <name>_{val,train}_NNNNNN shards
+  bool skip_bad_lines = false;         // skip malformed JSONL lines with a warning instead of failing
+  std::string column = "text";         // the JSONL field / parquet column holding each document's text
+  std::string vocab;                   // tokenizer file or directory; empty = LoadTokenizer's default
 };
 
 struct PrepResult {
-  std::int64_t documents = 0;
-  std::int64_t tokens = 0;  // val_tokens + train_tokens
-  std::int64_t val_tokens = 0;
-  std::int64_t train_tokens = 0;
-  std::int64_t skipped_lines = 0;   // malformed JSONL lines skipped
+  int64_t documents = 0;
+  int64_t tokens = 0;  // val_tokens + train_tokens
+  int64_t val_tokens = 0;
+  int64_t train_tokens = 0;
+  int64_t skipped_lines = 0;        // malformed JSONL lines skipped
   std::vector<std::string> shards;  // paths written, in order (the val shard first)
 };
 
@@ -58,5 +58,3 @@ struct PrepResult {
 absl::StatusOr<PrepResult> PrepareShards(const Tokenizer& tokenizer, const PrepOptions& options, std::ostream& log);
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_DATA_PREP_H_

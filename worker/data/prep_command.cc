@@ -1,8 +1,9 @@
 #include "worker/data/prep_command.h"
 
 #include "absl/status/status.h"
+#include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "worker/tokenizer/tokenizer.h"
+#include "worker/command_flags.h"
 
 namespace gpt2 {
 namespace {
@@ -17,6 +18,7 @@ int Fail(const absl::Status& status, std::ostream& err) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kDataLoss:  // a corrupt gzip file or parquet record
       return kBadInput;
     default:
       return kFailed;
@@ -44,6 +46,27 @@ int RunPrepCommand(const PrepOptions& options, std::ostream& out, std::ostream& 
   };
   out << summary.dump() << "\n" << std::flush;
   return out ? kOk : kFailed;
+}
+
+WorkerCommand AddPrepCommand(CLI::App& app, const WorkerGlobals& globals) {
+  auto o = std::make_shared<PrepOptions>();
+  CLI::App* cmd =
+      app.add_subcommand("prep", "Text, JSONL and parquet files (gzip too) and directories -> token shards");
+  cmd->add_option("--out", o->out_dir, "Output directory")->required();
+  cmd->add_option("--name", o->name, "Shard name prefix")->capture_default_str();
+  cmd->add_option("--shard-tokens", o->shard_tokens, "Tokens per shard")->capture_default_str();
+  cmd->add_option("--val-tokens", o->val_tokens, "Tokens in the first (validation) shard (default: --shard-tokens)");
+  cmd->add_option("--format", o->format, "bin (llm.c) or npy (build-nanogpt)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Tokenizer threads (default: all cores)");
+  cmd->add_flag("--force", o->force, "Overwrite existing shards");
+  cmd->add_flag("--skip-bad-lines", o->skip_bad_lines, "Skip malformed JSONL lines with a warning");
+  cmd->add_option("--column", o->column, "The JSONL field or parquet column that holds the text")
+      ->capture_default_str();
+  cmd->add_option("inputs", o->inputs, "Files and directories")->required();
+  return {cmd, [o, &globals] {
+            o->vocab = globals.vocab;
+            return RunPrepCommand(*o, std::cout, std::cerr);
+          }};
 }
 
 }  // namespace gpt2

@@ -31,22 +31,22 @@ absl::Status Invalid(std::string_view path, std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(path), ": ", std::string(what)));
 }
 
-std::string LlmcHeader(std::int64_t count) {
-  std::int32_t header[256] = {};
+std::string LlmcHeader(int64_t count) {
+  int32_t header[256] = {};
   header[0] = kLlmcShardMagic;
   header[1] = kLlmcShardVersion;
-  header[2] = static_cast<std::int32_t>(count);
+  header[2] = static_cast<int32_t>(count);
   return std::string(reinterpret_cast<const char*>(header), sizeof(header));
 }
 
 // Checks that `data_bytes` after the header hold exactly `count` uint16 tokens.
-absl::Status CheckDataSize(std::string_view path, std::int64_t count, std::size_t data_bytes) {
+absl::Status CheckDataSize(std::string_view path, int64_t count, size_t data_bytes) {
   // Compared in tokens first: a corrupt count times two could overflow.
-  if (static_cast<std::uint64_t>(count) > data_bytes / sizeof(std::uint16_t)) {
+  if (static_cast<uint64_t>(count) > data_bytes / sizeof(uint16_t)) {
     return Invalid(
         path, absl::StrCat("truncated: the header says ", count, " tokens but only ", data_bytes, " bytes follow it"));
   }
-  const std::size_t expected = static_cast<std::size_t>(count) * sizeof(std::uint16_t);
+  const size_t expected = static_cast<size_t>(count) * sizeof(uint16_t);
   if (data_bytes > expected) {
     return Invalid(path, absl::StrCat("the header says ", count, " tokens (", expected, " bytes) but ",
                                       data_bytes - expected, " trailing bytes follow them"));
@@ -116,19 +116,19 @@ absl::Status ShardWriter::WriteHeader() {
   return absl::OkStatus();
 }
 
-absl::Status ShardWriter::Append(std::span<const std::uint16_t> tokens) {
+absl::Status ShardWriter::Append(std::span<const uint16_t> tokens) {
   if (file_ == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(path_, ": the writer is closed"));
   }
   if (format_ == ShardFormat::kLlmc &&
-      count_ + static_cast<std::int64_t>(tokens.size()) > std::numeric_limits<std::int32_t>::max()) {
+      count_ + static_cast<int64_t>(tokens.size()) > std::numeric_limits<int32_t>::max()) {
     return Invalid(path_, "an llm.c shard holds at most 2^31 - 1 tokens");
   }
   if (tokens.empty()) return absl::OkStatus();  // (an empty span's data() may be null)
-  if (std::fwrite(tokens.data(), sizeof(std::uint16_t), tokens.size(), file_) != tokens.size()) {
+  if (std::fwrite(tokens.data(), sizeof(uint16_t), tokens.size(), file_) != tokens.size()) {
     return ErrnoError(temp_path_, "write failed");
   }
-  count_ += static_cast<std::int64_t>(tokens.size());
+  count_ += static_cast<int64_t>(tokens.size());
   return absl::OkStatus();
 }
 
@@ -154,7 +154,7 @@ absl::Status ShardWriter::Finish() {
   return status;
 }
 
-absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const std::uint16_t> tokens) {
+absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const uint16_t> tokens) {
   absl::StatusOr<ShardWriter> writer = ShardWriter::Create(path, format);
   if (!writer.ok()) return writer.status();
   if (absl::Status status = writer->Append(tokens); !status.ok()) return status;
@@ -209,7 +209,7 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
   }
   Shard shard;
   shard.path_ = path;
-  shard.mapping_bytes_ = static_cast<std::size_t>(info.st_size);
+  shard.mapping_bytes_ = static_cast<size_t>(info.st_size);
   if (shard.mapping_bytes_ > 0) {
     void* mapping = ::mmap(nullptr, shard.mapping_bytes_, PROT_READ, MAP_SHARED, fd, 0);
     if (mapping == MAP_FAILED) {
@@ -223,8 +223,8 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
   ::close(fd);  // the mapping stays valid
 
   const std::string_view file(static_cast<const char*>(shard.mapping_), shard.mapping_bytes_);
-  std::size_t data_offset = 0;
-  std::int64_t count = 0;
+  size_t data_offset = 0;
+  int64_t count = 0;
   if (file.starts_with(kNpyMagic)) {
     absl::StatusOr<NpyHeader> header = ParseNpyHeader(file);
     if (!header.ok()) return Invalid(path, std::string(header.status().message()));
@@ -236,7 +236,7 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
       return Invalid(path,
                      absl::StrCat("truncated: ", file.size(), " bytes, shorter than the 1024-byte llm.c shard header"));
     }
-    std::int32_t header[3];
+    int32_t header[3];
     std::memcpy(header, file.data(), sizeof(header));
     if (header[0] != kLlmcShardMagic) {
       return Invalid(path, absl::StrCat("bad magic ", header[0], " (expected ", kLlmcShardMagic,
@@ -256,11 +256,11 @@ absl::StatusOr<Shard> Shard::Open(const std::string& path) {
   }
 
   const char* data = file.data() + data_offset;
-  if (reinterpret_cast<std::uintptr_t>(data) % alignof(std::uint16_t) == 0) {
-    shard.tokens_ = {reinterpret_cast<const std::uint16_t*>(data), static_cast<std::size_t>(count)};
+  if (reinterpret_cast<std::uintptr_t>(data) % alignof(uint16_t) == 0) {
+    shard.tokens_ = {reinterpret_cast<const uint16_t*>(data), static_cast<size_t>(count)};
   } else {
-    shard.copy_.resize(static_cast<std::size_t>(count));
-    std::memcpy(shard.copy_.data(), data, shard.copy_.size() * sizeof(std::uint16_t));
+    shard.copy_.resize(static_cast<size_t>(count));
+    std::memcpy(shard.copy_.data(), data, shard.copy_.size() * sizeof(uint16_t));
     shard.tokens_ = shard.copy_;
     ::munmap(shard.mapping_, shard.mapping_bytes_);
     shard.mapping_ = nullptr;

@@ -11,8 +11,7 @@
 // Every function returns errors as values and never crashes on a malformed file. Error messages
 // start with the file's path.
 
-#ifndef GPT2D_WORKER_DATA_SHARD_H_
-#define GPT2D_WORKER_DATA_SHARD_H_
+#pragma once
 
 #include <cstddef>
 #include <cstdint>
@@ -29,9 +28,9 @@ namespace gpt2 {
 
 enum class ShardFormat { kLlmc, kNpy };
 
-inline constexpr std::int32_t kLlmcShardMagic = 20240520;
-inline constexpr std::int32_t kLlmcShardVersion = 1;
-inline constexpr std::size_t kLlmcShardHeaderBytes = 256 * sizeof(std::int32_t);
+inline constexpr int32_t kLlmcShardMagic = 20240520;
+inline constexpr int32_t kLlmcShardVersion = 1;
+inline constexpr size_t kLlmcShardHeaderBytes = 256 * sizeof(int32_t);
 
 // "bin" -> kLlmc, "npy" -> kNpy; anything else is InvalidArgument.
 absl::StatusOr<ShardFormat> ParseShardFormat(std::string_view name);
@@ -53,14 +52,14 @@ class ShardWriter {
 
   // Appends tokens. Errors: a write failure, more than 2^31 - 1 tokens in an llm.c shard (its
   // header holds the count as int32), or a call after Finish().
-  absl::Status Append(std::span<const std::uint16_t> tokens);
+  absl::Status Append(std::span<const uint16_t> tokens);
 
   // Writes the final header, syncs the file to disk and renames it to path(). A shard may be
   // empty. Errors: a write, sync or rename failure; the temporary file is then removed.
   absl::Status Finish();
 
   const std::string& path() const { return path_; }
-  std::int64_t token_count() const { return count_; }
+  int64_t token_count() const { return count_; }
 
  private:
   ShardWriter(std::string path, ShardFormat format, std::FILE* file);
@@ -71,11 +70,11 @@ class ShardWriter {
   std::string temp_path_;
   ShardFormat format_;
   std::FILE* file_ = nullptr;  // null once finished or abandoned
-  std::int64_t count_ = 0;
+  int64_t count_ = 0;
 };
 
 // Writes a whole shard at once (through a ShardWriter, so equally atomic).
-absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const std::uint16_t> tokens);
+absl::Status WriteShard(const std::string& path, ShardFormat format, std::span<const uint16_t> tokens);
 
 // A read-only, memory-mapped shard. Opening validates the header and that the token count
 // agrees exactly with the file's size; the tokens are paged in from disk as they are read.
@@ -93,7 +92,7 @@ class Shard {
   ~Shard();
 
   // The tokens; valid while this Shard lives.
-  std::span<const std::uint16_t> tokens() const { return tokens_; }
+  std::span<const uint16_t> tokens() const { return tokens_; }
   const std::string& path() const { return path_; }
   ShardFormat format() const { return format_; }
 
@@ -104,11 +103,11 @@ class Shard {
   std::string path_;
   ShardFormat format_ = ShardFormat::kLlmc;
   void* mapping_ = nullptr;  // the whole file, or null for an empty mapping
-  std::size_t mapping_bytes_ = 0;
+  size_t mapping_bytes_ = 0;
   // Only used when an .npy file's data starts at an odd offset, where uint16 reads from the
   // mapping would be misaligned: the tokens are then copied here.
-  std::vector<std::uint16_t> copy_;
-  std::span<const std::uint16_t> tokens_;
+  std::vector<uint16_t> copy_;
+  std::span<const uint16_t> tokens_;
 };
 
 // The shards of one split in `dir`, as build-nanogpt finds them: the regular files directly in
@@ -118,5 +117,3 @@ class Shard {
 absl::StatusOr<std::vector<std::string>> ListShards(const std::string& dir, std::string_view split);
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_DATA_SHARD_H_

@@ -61,10 +61,10 @@ TransformerImpl::TransformerImpl(const GPTConfig& c) {
 
 GPTImpl::GPTImpl(const GPTConfig& config) : config_(config) {
   transformer = register_module("transformer", Transformer(config));
-  init_weights();
+  InitWeights();
 }
 
-void GPTImpl::init_weights() {
+void GPTImpl::InitWeights() {
   torch::NoGradGuard no_grad;
   const double std = 0.02;
   const double residual_std = std / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
@@ -100,7 +100,7 @@ torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
   return torch::nn::functional::linear(x, transformer->wte->weight);  // (B,T,Vp), tied head
 }
 
-torch::Tensor GPTImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
+torch::Tensor GPTImpl::Loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
   const int64_t V = config_.vocab_size;
   torch::Tensor real = logits.slice(/*dim=*/-1, 0, V);  // padded columns take no probability mass
   return torch::nn::functional::cross_entropy(real.reshape({-1, V}).to(torch::kFloat), targets.reshape({-1}));

@@ -21,7 +21,7 @@
 
 #include <vector>
 
-#include "worker/model/config.h"
+#include "common/model_config.h"
 
 namespace gpt2 {
 
@@ -97,12 +97,12 @@ class GPTImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& idx);
 
   // logits (B,T,Vp), targets (B,T) -> mean cross-entropy (nats) over the real vocabulary only.
-  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 
   // GPT-2 initialisation: Linear and Embedding weights N(0, 0.02), biases 0, LayerNorm (1, 0), and
   // the residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 * n_layer)); the padded
   // rows of wte are zero.
-  void init_weights();
+  void InitWeights();
 
   const GPTConfig& config() const { return config_; }
 

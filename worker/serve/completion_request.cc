@@ -1,8 +1,8 @@
 #include "worker/serve/completion_request.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -18,7 +18,8 @@ absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, i
           absl::StrCat("prompt_tokens[", i, "]: ", p.prompt[i], " is not a token id (0..", c.vocab_size - 1, ")"));
   }
   if (p.max_tokens < (p.prompt_logprobs ? 0 : 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be > 0", p.prompt_logprobs ? "" : " (0 only with echo: the prompt alone)",
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be > 0",
+                                                   p.prompt_logprobs ? "" : " (0 only with echo: the prompt alone)",
                                                    ", got ", p.max_tokens));
   }
   const int64_t need = static_cast<int64_t>(p.prompt.size()) + p.max_tokens;
@@ -33,8 +34,8 @@ absl::Status ValidateGeneration(const GenerationParams& p, const GPTConfig& c, i
   if (!(p.top_p > 0 && p.top_p <= 1))
     return absl::InvalidArgumentError(absl::StrCat("top_p: must be in (0, 1], got ", p.top_p));
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens)
-    return absl::InvalidArgumentError(absl::StrCat("min_tokens: must be in [0, max_tokens = ", p.max_tokens, "], got ",
-                                                   p.min_tokens));
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_tokens: must be in [0, max_tokens = ", p.max_tokens, "], got ", p.min_tokens));
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
     if (p.stop_token_ids[i] < 0 || p.stop_token_ids[i] >= c.vocab_size)
       return absl::InvalidArgumentError(absl::StrCat("stop_token_ids[", i, "]: ", p.stop_token_ids[i],
@@ -63,8 +64,8 @@ const ApiFields& GrpcApiFields() {
 }
 
 const ApiFields& OpenAiApiFields() {
-  static const ApiFields fields{"prompt", "prompt", "temperature", "top_k",      "top_p",          "seed",
-                                "max_tokens", "stop", "logprobs", "min_tokens", "stop_token_ids", "n"};
+  static const ApiFields fields{"prompt",     "prompt", "temperature", "top_k",      "top_p",          "seed",
+                                "max_tokens", "stop",   "logprobs",    "min_tokens", "stop_token_ids", "n"};
   return fields;
 }
 
@@ -73,11 +74,15 @@ namespace {
 // The engine's message with its field's name replaced by the API's.
 absl::Status InApiTerms(const absl::Status& st, const ApiFields& f) {
   std::string msg(st.message());
-  const std::pair<const char*, const std::string*> names[] = {
-      {"prompt_tokens", &f.prompt_tokens}, {"prompt", &f.prompt},         {"temperature", &f.temperature},
-      {"top_k", &f.top_k},                 {"top_p", &f.top_p},           {"max_tokens", &f.max_tokens},
-      {"min_tokens", &f.min_tokens},       {"stop_token_ids", &f.stop_token_ids},
-      {"top_logprobs", &f.top_logprobs}};
+  const std::pair<const char*, const std::string*> names[] = {{"prompt_tokens", &f.prompt_tokens},
+                                                              {"prompt", &f.prompt},
+                                                              {"temperature", &f.temperature},
+                                                              {"top_k", &f.top_k},
+                                                              {"top_p", &f.top_p},
+                                                              {"max_tokens", &f.max_tokens},
+                                                              {"min_tokens", &f.min_tokens},
+                                                              {"stop_token_ids", &f.stop_token_ids},
+                                                              {"top_logprobs", &f.top_logprobs}};
   for (const auto& [engine, api] : names) {
     const std::string e(engine);
     if (msg.rfind(e, 0) == 0 && msg.size() > e.size() && (msg[e.size()] == ':' || msg[e.size()] == '[')) {
@@ -95,13 +100,12 @@ absl::StatusOr<Completion> ToCompletion(const CompletionRequest& r, const ApiFie
   Completion c;
   GenerationParams& p = c.params;
   if (r.prompt && r.prompt_tokens && !r.prompt->empty() && !r.prompt_tokens->empty())
-    return absl::InvalidArgumentError(absl::StrCat(f.prompt, ": set either ", f.prompt, " or ", f.prompt_tokens,
-                                                   ", not both"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.prompt, ": set either ", f.prompt, " or ", f.prompt_tokens, ", not both"));
   if (r.prompt_tokens && !r.prompt_tokens->empty()) {
     p.prompt = *r.prompt_tokens;
   } else {
-    for (TokenId id : tok.encode_ordinary(r.prompt.value_or(""))) p.prompt.push_back(static_cast<int32_t>(id));
-    if (p.prompt.empty()) p.prompt.push_back(tok.eot_token());  // an empty prompt starts a new document
+    p.prompt = tok.EncodePrompt(r.prompt.value_or(""));
   }
   if (r.temperature) p.temperature = *r.temperature;
   if (r.top_k) p.top_k = *r.top_k;

@@ -13,9 +13,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/model/config.h"
+#include "common/model_config.h"
+#include "common/tokenizer/tokenizer.h"
 #include "worker/serve/engine.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
@@ -38,8 +38,8 @@ struct CompletionRequest {
   std::optional<int64_t> top_logprobs;  // alternatives per position (with logprobs), default 0
   std::optional<int64_t> min_tokens;    // default 0
   std::vector<int64_t> stop_token_ids;
-  std::optional<int64_t> n;             // choices, default 1
-  bool echo = false;                    // return the prompt (and, with logprobs, its log-probabilities)
+  std::optional<int64_t> n;  // choices, default 1
+  bool echo = false;         // return the prompt (and, with logprobs, its log-probabilities)
 };
 
 // How an API names each field in its errors ("sampling.temperature", "temperature", ...).

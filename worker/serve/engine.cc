@@ -38,10 +38,10 @@ struct Request {
   Engine::Callback callback;
   at::Generator generator;
   int64_t slot = -1;
-  int64_t len = 0;        // positions of this request in its slot's cache
-  int64_t generated = 0;  // tokens produced so far
-  int32_t next = -1;      // the latest token, not yet in the cache
-  bool ended = false;     // its last event was delivered
+  int64_t len = 0;          // positions of this request in its slot's cache
+  int64_t generated = 0;    // tokens produced so far
+  int32_t next = -1;        // the latest token, not yet in the cache
+  bool ended = false;       // its last event was delivered
   bool cache_valid = true;  // false after a failed step: its slot's rows are not reused
 };
 
@@ -149,7 +149,8 @@ class Engine::Impl {
       if (row_linear_) packed_.emplace(weight.unsafeGetTensorImpl(), std::move(p));
     };
     for (auto& b : model_->transformer->blocks) {
-      for (torch::nn::Linear* l : {&b->attn->c_attn, &b->attn->c_proj, &b->mlp->c_fc, &b->mlp->c_proj}) pack((*l)->weight);
+      for (torch::nn::Linear* l : {&b->attn->c_attn, &b->attn->c_proj, &b->mlp->c_fc, &b->mlp->c_proj})
+        pack((*l)->weight);
     }
     pack(model_->transformer->wte->weight);
   }
@@ -186,8 +187,7 @@ class Engine::Impl {
       PublishStats();
     }
     // Shutting down: every request still here ends.
-    for (int64_t id : scheduler_.Queued())
-      Lookup(id)->callback(Ending(FinishReason::kCancelled, "the engine stopped"));
+    for (int64_t id : scheduler_.Queued()) Lookup(id)->callback(Ending(FinishReason::kCancelled, "the engine stopped"));
     for (auto& r : slot_of_)
       if (r) r->callback(Ending(FinishReason::kCancelled, "the engine stopped"));
   }
@@ -288,7 +288,7 @@ class Engine::Impl {
       for (const Segment& g : segments) {
         const int64_t L = g.start + g.count;
         at::Tensor qi = q.narrow(0, row, g.count).view({1, g.count, NH_, HS_}).transpose(1, 2);  // (1,NH,count,HS)
-        at::Tensor ki = k_[l][g.r->slot].narrow(1, 0, L).unsqueeze(0);                          // (1,NH,L,HS)
+        at::Tensor ki = k_[l][g.r->slot].narrow(1, 0, L).unsqueeze(0);                           // (1,NH,L,HS)
         at::Tensor vi = v_[l][g.r->slot].narrow(1, 0, L).unsqueeze(0);
         at::Tensor y;
         if (g.count == 1) {  // one query over every position so far
@@ -296,8 +296,8 @@ class Engine::Impl {
         } else if (g.start == 0) {
           y = at::scaled_dot_product_attention(qi, ki, vi, {}, 0.0, /*is_causal=*/true);
         } else {  // query t of the chunk sees positions [0, start + t]
-          at::Tensor mask = at::arange(L, pos.options()).unsqueeze(0) <=
-                            (at::arange(g.count, pos.options()) + g.start).unsqueeze(1);
+          at::Tensor mask =
+              at::arange(L, pos.options()).unsqueeze(0) <= (at::arange(g.count, pos.options()) + g.start).unsqueeze(1);
           y = at::scaled_dot_product_attention(qi, ki, vi, mask);
         }
         ys.push_back(y.transpose(1, 2).reshape({g.count, C}));
@@ -370,8 +370,8 @@ class Engine::Impl {
     std::vector<at::Tensor> parts;
     for (size_t begin = 0; begin < rows.size(); begin += static_cast<size_t>(S_)) {
       const size_t end = std::min(rows.size(), begin + static_cast<size_t>(S_));
-      std::vector<int64_t> group(rows.begin() + static_cast<std::ptrdiff_t>(begin),
-                                 rows.begin() + static_cast<std::ptrdiff_t>(end));
+      std::vector<int64_t> group(rows.begin() + static_cast<ptrdiff_t>(begin),
+                                 rows.begin() + static_cast<ptrdiff_t>(end));
       const auto n = static_cast<int64_t>(group.size());
       group.resize(RowsFor(head_rows_, n), 0);
       parts.push_back(Head(x.index_select(0, at::tensor(group, at::kLong).to(device_))).narrow(0, 0, n));
@@ -509,8 +509,8 @@ class Engine::Impl {
   const int64_t T_, S_;  // the serving context; KV-cache slots
   Scheduler scheduler_;
   int64_t NH_ = 0, HS_ = 0;
-  std::vector<at::Tensor> k_, v_;      // per layer (S,NH,T,HS)
-  bool row_linear_ = false;            // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
+  std::vector<at::Tensor> k_, v_;  // per layer (S,NH,T,HS)
+  bool row_linear_ = false;        // decode steps through RowLinear and DecodeAttention (CPU, fp32, AVX2)
   WeightFormat weights_ = WeightFormat::kFp32;
   std::unordered_map<const void*, PackedWeight> packed_;  // with row_linear_: by the model's weight
   std::vector<int64_t> rows_;       // calibrated row counts of an iteration, ascending; last S_ + prefill budget

@@ -29,7 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "worker/model/config.h"
+#include "common/model_config.h"
 
 namespace gpt2 {
 
@@ -83,7 +83,7 @@ struct EngineOptions {
   // Tokens a request may span (prompt + max_tokens); 0 = the model's context. A shorter serving
   // context makes each slot smaller, so the same budget holds more of them.
   int64_t max_context = 0;
-  // The weights' format (weight_format.h): fp32, bf16 or int8. Every matrix (the linear layers and
+  // The weights' format (weight_format.h): fp32, bf16, int8 or w8a8. Every matrix (the linear layers and
   // the tied embedding / LM head) is rounded to it at load; decode steps on a CPU read it in that
   // format (RowLinear), prefill and the other devices compute with the values it stands for.
   std::string weights = "fp32";
@@ -102,11 +102,11 @@ struct EngineOptions {
 struct EngineStats {
   int64_t slots = 0, active = 0, queued = 0;
   int64_t decode_steps = 0;
-  int64_t prefills = 0;       // prefill batches run (each of one or more prompts)
-  int64_t faults = 0;         // steps that failed (their requests ended with kError)
+  int64_t prefills = 0;           // prefill batches run (each of one or more prompts)
+  int64_t faults = 0;             // steps that failed (their requests ended with kError)
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   int64_t prefix_hit_tokens = 0;  // of them, reused from a cached prefix instead of computed
-  double kv_cache_usage = 0;  // used token positions / all token positions
+  double kv_cache_usage = 0;      // used token positions / all token positions
 };
 
 class Engine {

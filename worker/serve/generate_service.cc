@@ -4,12 +4,16 @@
 #include <limits>
 #include <optional>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
-#include "worker/serve/completion_request.h"
 #include "common/server_credentials.h"
+#include "common/tokenizer/stream_decoder.h"
+#include "worker/serve/completion_request.h"
 #include "worker/serve/token_stream.h"
-#include "worker/tokenizer/stream_decoder.h"
 
 namespace gpt2 {
 namespace {
@@ -136,7 +140,7 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
     if (c.echo) {
       v1::Prompt& pr = ch.prompt.emplace();
       std::vector<TokenId> ids(c.params.prompt.begin(), c.params.prompt.end());
-      absl::StatusOr<std::string> text = tokenizer_.decode(ids);
+      absl::StatusOr<std::string> text = tokenizer_.Decode(ids);
       pr.set_text(text.ok() ? *text : "");
       for (int32_t t : c.params.prompt) pr.add_token_ids(t);
       if (c.logprobs) {
@@ -190,13 +194,13 @@ grpc::Status GenerateServiceImpl::Serve(grpc::ServerContext* ctx, const v1::Gene
         o.add_token_ids(e.token);
         if (c.logprobs) o.add_logprobs(e.logprob);
         if (c.params.top_logprobs > 0) AddTop(e.top, o.add_top_logprobs());
-        absl::StatusOr<std::string> delta = ch.decoder.push(static_cast<TokenId>(e.token));
+        absl::StatusOr<std::string> delta = ch.decoder.Push(static_cast<TokenId>(e.token));
         if (delta.ok()) ch.unsent += *delta;
       }
       if (e.finish != FinishReason::kNone) {
         ch.finish = e.finish;
         ch.error = e.error;
-        ch.unsent += ch.decoder.finish();
+        ch.unsent += ch.decoder.Finish();
       }
       if (!stops.empty()) {
         size_t cut = std::string::npos;
@@ -300,6 +304,30 @@ grpc::Status GenerateServiceImpl::Complete(grpc::ServerContext* ctx, const v1::G
   });
   metrics_.Request(ApiOf(*ctx), absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())));
   return s;
+}
+
+absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> ReplicaEndpoints::Start(
+    GenerateServiceImpl& service, const std::string& listen, std::shared_ptr<grpc::ServerCredentials> credentials,
+    const std::string& http_listen, std::shared_ptr<prometheus::Registry> registry, HttpServer::HealthCheck health) {
+  std::unique_ptr<ReplicaEndpoints> e(new ReplicaEndpoints());
+  if (!http_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<HttpServer>> http =
+        HttpServer::Start(http_listen, std::move(registry), std::move(health));
+    if (!http.ok()) return http.status();
+    e->http_ = *std::move(http);
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, std::move(credentials), &e->port_);
+  builder.RegisterService(&service);
+  e->server_ = builder.BuildAndStart();
+  if (!e->server_ || e->port_ == 0) return absl::UnavailableError("cannot serve GenerateService on " + listen);
+  return e;
+}
+
+ReplicaEndpoints::~ReplicaEndpoints() {
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 }  // namespace gpt2

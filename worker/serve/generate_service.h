@@ -14,11 +14,12 @@
 #include <string_view>
 #include <thread>
 
+#include "common/http_server.h"
+#include "common/tokenizer/tokenizer.h"
 #include "gpt2d/v1/generate.grpc.pb.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/replica.h"
 #include "worker/serve/serve_metrics.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
@@ -48,6 +49,28 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
   ServeMetrics& metrics_;
   std::atomic<bool> stop_{false};
   std::thread poller_;  // engine gauges for /metrics
+};
+
+// A replica's network face as `serve` and `run` both start it: `service` on a gRPC server at
+// `listen` (port 0: any free one) with the gRPC health service and reflection, and /metrics +
+// /healthz of `registry` at `http_listen` unless that is empty. Destroying it stops the gRPC
+// server, giving open calls 2 s.
+class ReplicaEndpoints {
+ public:
+  // Errors name the address that could not be bound.
+  static absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> Start(
+      GenerateServiceImpl& service, const std::string& listen, std::shared_ptr<grpc::ServerCredentials> credentials,
+      const std::string& http_listen, std::shared_ptr<prometheus::Registry> registry, HttpServer::HealthCheck health);
+  ~ReplicaEndpoints();
+
+  int port() const { return port_; }  // GenerateService's
+  grpc::Server& server() { return *server_; }
+
+ private:
+  ReplicaEndpoints() = default;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
 };
 
 }  // namespace gpt2

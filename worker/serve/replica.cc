@@ -7,7 +7,7 @@
 #include <regex>
 
 #include "absl/strings/str_cat.h"
-#include "worker/model/config.h"
+#include "common/model_config.h"
 #include "worker/serve/serve_metrics.h"
 #include "worker/serve/token_stream.h"
 

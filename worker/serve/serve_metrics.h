@@ -1,8 +1,9 @@
-// A serving replica's Prometheus metrics (names in docs/serving.md and docs/control-plane.md):
-// requests by status code, time to first token, inter-token latency (decode steps only, prefill
-// excluded), request duration, prompt and completion tokens, batch size, queue depth, KV-cache
-// usage and the checkpoint step served. Histogram buckets span CPU (seconds) and GPU (ms). Thread-safe.
+// A serving replica's Prometheus metrics (names in docs/serving.md): the request metrics it shares
+// with gpt2d's router (GenerateMetrics), batch size, queue depth, KV-cache usage, prefix-cache hits,
+// engine faults and the checkpoint step served. Thread-safe.
 #pragma once
+
+#include "common/generate_metrics.h"
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -19,29 +20,7 @@
 
 namespace gpt2 {
 
-// What both a replica and gpt2d's router measure of each request.
-class GenerateMetrics {
- public:
-  explicit GenerateMetrics(prometheus::Registry& registry);
-  // gpt2_generate_requests_total{api="grpc"|"openai", code}.
-  void Request(const std::string& api, const std::string& code);
-  void FirstToken(double seconds);
-  void InterToken(double seconds);
-  void Duration(double seconds);
-  void Tokens(int64_t prompt, int64_t completion);
-  // gpt2d: a request moved to another replica after its first failed before answering
-  // (gpt2_generate_retries_total).
-  void Retry();
-
- private:
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Histogram &ttft_, &itl_, &duration_;
-  prometheus::Family<prometheus::Counter>& tokens_;
-  prometheus::Counter &prompt_tokens_, &completion_tokens_;
-  prometheus::Counter& retries_;
-};
-
-// A replica's: the above, and its engine and checkpoint.
+// A replica's: GenerateMetrics (common/generate_metrics.h), and its engine and checkpoint.
 class ServeMetrics : public GenerateMetrics {
  public:
   explicit ServeMetrics(std::shared_ptr<prometheus::Registry> registry);

@@ -5,7 +5,6 @@
 #include <ATen/ops/zeros.h>
 #include <torch/utils.h>
 
-
 #include "absl/strings/str_cat.h"
 #include "worker/train/distributed.h"
 
@@ -13,12 +12,12 @@ namespace gpt2 {
 
 HellaSwagScore ScoreHellaSwag(GPT& model, const Tokenizer& tok, const HellaSwagExample& ex) {
   const int64_t ctx_max = model->config().n_positions;
-  const std::vector<TokenId> ctx = tok.encode_ordinary(ex.ctx);
+  const std::vector<TokenId> ctx = tok.EncodeOrdinary(ex.ctx);
   std::vector<std::vector<int64_t>> rows;
   std::vector<int64_t> ending_begin;  // index in each row where the ending starts
   size_t width = 0;
   for (const std::string& ending : ex.endings) {
-    std::vector<TokenId> end = tok.encode_ordinary(" " + ending);
+    std::vector<TokenId> end = tok.EncodeOrdinary(" " + ending);
     std::vector<int64_t> row(ctx.begin(), ctx.end());
     row.insert(row.end(), end.begin(), end.end());
     int64_t begin = static_cast<int64_t>(ctx.size());

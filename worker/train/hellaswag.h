@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/tokenizer/tokenizer.h"
 #include "worker/model/gpt2.h"
 #include "worker/train/hellaswag_data.h"
-#include "worker/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 

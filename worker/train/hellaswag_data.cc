@@ -1,5 +1,6 @@
 #include "worker/train/hellaswag_data.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -39,7 +40,17 @@ absl::StatusOr<std::vector<HellaSwagExample>> ParseHellaSwag(std::istream& in, c
 absl::StatusOr<std::vector<HellaSwagExample>> ReadHellaSwag(const std::string& path, int64_t limit) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open HellaSwag file ", path));
-  return ParseHellaSwag(in, path, limit);
+  const std::string name = std::filesystem::path(path).filename().string();
+  if (name == kHellaSwagTestName)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the HellaSwag test split has no labels; use ",
+                                                   kHellaSwagValName, " (the validation split)"));
+  absl::StatusOr<std::vector<HellaSwagExample>> examples = ParseHellaSwag(in, path, limit);
+  if (examples.ok() && limit == 0 && name == kHellaSwagValName &&
+      static_cast<int64_t>(examples->size()) != kHellaSwagValRows)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", examples->size(), " examples; the official ",
+                                                   kHellaSwagValName, " has ", kHellaSwagValRows,
+                                                   " (a truncated or different file?)"));
+  return examples;
 }
 
 }  // namespace gpt2

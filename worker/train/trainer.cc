@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/ops/_fused_sdp_choice.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -10,16 +11,17 @@
 #include <torch/utils.h>
 
 #include <chrono>
+#include <iostream>
 #include <memory>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "worker/data/loader.h"
 #include "worker/data/shard.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/sampling.h"
-#include "worker/tokenizer/tokenizer.h"
 #include "worker/train/adamw.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/hellaswag.h"
@@ -27,6 +29,27 @@
 
 namespace gpt2 {
 namespace {
+
+// The scaled_dot_product_attention kernel ATen picks for this run's attention (micro-batch, heads,
+// context, head size; causal; in the compute dtype): logged at the start, so that a CUDA run shows
+// that flash attention is what it uses.
+std::string AttentionKernel(const TrainConfig& cfg, c10::Device device, at::ScalarType dtype) {
+  const int64_t head = cfg.model.n_embd / cfg.model.n_head;
+  const at::Tensor q =
+      at::zeros({cfg.micro_batch, cfg.model.n_head, cfg.seq_len, head}, at::TensorOptions().device(device).dtype(dtype));
+  switch (at::_fused_sdp_choice(q, q, q, {}, 0.0, /*is_causal=*/true)) {
+    case 0:
+      return "math";
+    case 1:
+      return "flash";
+    case 2:
+      return "memory-efficient";
+    case 3:
+      return "cudnn";
+    default:
+      return "other";
+  }
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -134,6 +157,12 @@ absl::Status Trainer::Setup() {
     c10::cuda::set_device(device_.index());
     at::globalContext().setFloat32MatmulPrecision("high");  // TF32 matmuls
   }
+  if (rank == 0) {
+    const at::ScalarType dtype = AutocastDType().value_or(at::kFloat);
+    std::cerr << "gpt2-worker: training on " << device_.str() << ": " << c10::toString(dtype) << " compute"
+              << (device_.is_cuda() ? ", TF32 matmuls" : "") << ", attention kernel "
+              << AttentionKernel(cfg_, device_, dtype) << std::endl;
+  }
   absl::StatusOr<std::unique_ptr<ProcessGroup>> group = ProcessGroup::Create(run_.dist, device_);
   if (!group.ok()) return group.status();
   group_ = *std::move(group);
@@ -197,7 +226,7 @@ absl::Status Trainer::Setup() {
                        cfg_.micro_batch, ", ", cfg_.seq_len, ")"));
     }
     const auto [shard, offset] = state.loader_positions.at(static_cast<size_t>(rank));
-    if (absl::Status s = train_loader_->set_position({shard, offset}); !s.ok()) return s;
+    if (absl::Status s = train_loader_->SetPosition({shard, offset}); !s.ok()) return s;
     start_step_ = state.step;
     tokens_seen_ = state.tokens_seen;
   }
@@ -206,14 +235,14 @@ absl::Status Trainer::Setup() {
 
 absl::StatusOr<double> Trainer::ValLoss() {
   torch::NoGradGuard no_grad;
-  val_loader_->reset();
+  val_loader_->Reset();
   std::vector<int64_t> x(cfg_.micro_batch * cfg_.seq_len), y(x.size());
   at::Tensor total = at::zeros({}, at::TensorOptions().device(device_));
   for (int64_t i = 0; i < cfg_.val_batches; ++i) {
     obs_.OnProgress();
-    if (absl::Status s = val_loader_->next_batch(x, y); !s.ok()) return s;
+    if (absl::Status s = val_loader_->NextBatch(x, y); !s.ok()) return s;
     AutocastGuard autocast(device_.type(), AutocastDType());
-    total += model_->loss(model_->forward(Batch(x)), Batch(y)).detach() / static_cast<double>(cfg_.val_batches);
+    total += model_->Loss(model_->forward(Batch(x)), Batch(y)).detach() / static_cast<double>(cfg_.val_batches);
   }
   std::vector<at::Tensor> t{total};
   group_->AllReduceMean(t);
@@ -226,8 +255,7 @@ std::vector<std::string> Trainer::Samples() {
   at::Generator gen = MakeGenerator(42 + static_cast<uint64_t>(group_->rank()));  // as build-nanogpt
   const SamplingOptions top50{1.0, 50, 1.0};
   for (int64_t n = 0; n < cfg_.sample_count; ++n) {
-    std::vector<TokenId> ids = tokenizer_->encode_ordinary(cfg_.sample_prompt);
-    if (ids.empty()) ids.push_back(tokenizer_->eot_token());
+    std::vector<TokenId> ids = tokenizer_->EncodePrompt(cfg_.sample_prompt);
     for (int64_t i = 0; i < cfg_.sample_tokens; ++i) {
       obs_.OnProgress();
       const int64_t end = static_cast<int64_t>(ids.size()), begin = std::max<int64_t>(0, end - cfg_.model.n_positions);
@@ -236,7 +264,7 @@ std::vector<std::string> Trainer::Samples() {
       at::Tensor logits = model_->forward(at::tensor(ctx, at::kLong).unsqueeze(0).to(device_));
       ids.push_back(static_cast<TokenId>(SampleToken(logits[0][-1], cfg_.model.vocab_size, top50, gen).id));
     }
-    absl::StatusOr<std::string> text = tokenizer_->decode(ids);
+    absl::StatusOr<std::string> text = tokenizer_->Decode(ids);
     out.push_back(text.ok() ? *text : "");
   }
   return out;
@@ -269,7 +297,8 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, std::optional<double> v
           .dump();
   absl::StatusOr<std::string> path = store_->Save(model_, *optimizer_, state);
   if (!path.ok())  // e.g. "checkpoint of step 20: cannot write .../optimizer.safetensors: No space left on device"
-    return absl::Status(path.status().code(), absl::StrCat("checkpoint of step ", steps_done, ": ", path.status().message()));
+    return absl::Status(path.status().code(),
+                        absl::StrCat("checkpoint of step ", steps_done, ": ", path.status().message()));
   obs_.OnCheckpoint({steps_done, *path, val_loss, ListCheckpoints(cfg_.checkpoint_dir)});
   return absl::OkStatus();
 }
@@ -277,7 +306,7 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, std::optional<double> v
 absl::Status Trainer::Run() {
   const int64_t accum = cfg_.grad_accum_steps();
   const double peak = cfg_.peak_flops > 0 ? cfg_.peak_flops : (device_.is_cuda() ? 989e12 : 0.0);
-  const double flops_per_step = cfg_.model.flops_per_token(cfg_.seq_len) * static_cast<double>(cfg_.total_batch_tokens);
+  const double flops_per_step = cfg_.model.FlopsPerToken(cfg_.seq_len) * static_cast<double>(cfg_.total_batch_tokens);
   std::vector<at::Tensor> params = model_->parameters();
   std::vector<int64_t> x(cfg_.micro_batch * cfg_.seq_len), y(x.size());
   for (int64_t step = start_step_; step < cfg_.max_steps; ++step) {
@@ -287,11 +316,11 @@ absl::Status Trainer::Run() {
     for (int64_t micro = 0; micro < accum; ++micro) {
       // Checked every micro-step: a step of the full recipe on few devices takes minutes.
       if (StopRequested()) return absl::CancelledError(absl::StrCat("stopped during step ", step + 1));
-      if (absl::Status s = train_loader_->next_batch(x, y); !s.ok()) return s;
+      if (absl::Status s = train_loader_->NextBatch(x, y); !s.ok()) return s;
       at::Tensor loss;
       {
         AutocastGuard autocast(device_.type(), AutocastDType());
-        loss = model_->loss(model_->forward(Batch(x)), Batch(y));
+        loss = model_->Loss(model_->forward(Batch(x)), Batch(y));
       }
       loss = loss / static_cast<double>(accum);  // the gradient of the mean over all micro-batches
       loss_accum += loss.detach();

@@ -8,9 +8,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/train_config.h"
 #include "worker/train/distributed.h"
 #include "worker/train/events.h"
-#include "worker/train/train_config.h"
 
 namespace gpt2 {
 

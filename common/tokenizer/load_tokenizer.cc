@@ -8,8 +8,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "worker/tokenizer/tokenizer.h"
-#include "worker/tokenizer/vocab_files.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/tokenizer/vocab_files.h"
 
 namespace gpt2 {
 namespace {

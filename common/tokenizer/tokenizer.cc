@@ -1,4 +1,4 @@
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
 
 #include <atomic>
 #include <utility>
@@ -6,9 +6,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "worker/tokenizer/bpe.h"
-#include "worker/tokenizer/pretokenizer.h"
-#include "worker/tokenizer/utf8.h"
+#include "common/tokenizer/bpe.h"
+#include "common/tokenizer/pretokenizer.h"
+#include "common/utf8.h"
 
 namespace gpt2 {
 namespace {
@@ -18,10 +18,10 @@ namespace {
 // vocabulary so that two tokenizers never see each other's entries.
 class PieceCache {
  public:
-  static constexpr std::size_t kMaxPieceBytes = 32;  // longer pieces are rare and not cached
-  static constexpr std::size_t kMaxEntries = 1 << 16;
+  static constexpr size_t kMaxPieceBytes = 32;  // longer pieces are rare and not cached
+  static constexpr size_t kMaxEntries = 1 << 16;
 
-  static PieceCache& ForThread(std::uint64_t vocab_key) {
+  static PieceCache& ForThread(uint64_t vocab_key) {
     thread_local PieceCache cache;
     if (cache.vocab_key_ != vocab_key) {
       cache.clear();
@@ -38,10 +38,10 @@ class PieceCache {
     return true;
   }
 
-  void insert(std::string_view piece, const TokenId* ids, std::size_t count) {
+  void insert(std::string_view piece, const TokenId* ids, size_t count) {
     if (entries_.size() >= kMaxEntries) clear();  // crude, but the common pieces come right back
     entries_.emplace(std::string(piece),
-                     std::make_pair(static_cast<std::uint32_t>(ids_.size()), static_cast<std::uint32_t>(count)));
+                     std::make_pair(static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(count)));
     ids_.insert(ids_.end(), ids, ids + count);
   }
 
@@ -51,13 +51,13 @@ class PieceCache {
     ids_.clear();
   }
 
-  std::uint64_t vocab_key_ = 0;
-  absl::flat_hash_map<std::string, std::pair<std::uint32_t, std::uint32_t>> entries_;  // -> ids_
+  uint64_t vocab_key_ = 0;
+  absl::flat_hash_map<std::string, std::pair<uint32_t, uint32_t>> entries_;  // -> ids_
   std::vector<TokenId> ids_;
 };
 
-std::uint64_t NextVocabKey() {
-  static std::atomic<std::uint64_t> counter{0};
+uint64_t NextVocabKey() {
+  static std::atomic<uint64_t> counter{0};
   return ++counter;
 }
 
@@ -69,33 +69,33 @@ struct Tokenizer::Vocab {
     eot = static_cast<TokenId>(token_bytes.size());
     offsets.reserve(token_bytes.size() + 2);
     for (const std::string& bytes : token_bytes) {
-      offsets.push_back(static_cast<std::uint32_t>(all_bytes.size()));
+      offsets.push_back(static_cast<uint32_t>(all_bytes.size()));
       all_bytes += bytes;
     }
-    offsets.push_back(static_cast<std::uint32_t>(all_bytes.size()));
+    offsets.push_back(static_cast<uint32_t>(all_bytes.size()));
     all_bytes += kEndOfText;
-    offsets.push_back(static_cast<std::uint32_t>(all_bytes.size()));
+    offsets.push_back(static_cast<uint32_t>(all_bytes.size()));
   }
 
   std::string_view bytes_of(TokenId id) const {
     return std::string_view(all_bytes).substr(offsets[id], offsets[id + 1] - offsets[id]);
   }
 
-  std::string all_bytes;               // every token's bytes back to back, by id, special included
-  std::vector<std::uint32_t> offsets;  // token id's bytes are all_bytes[offsets[id], offsets[id+1])
+  std::string all_bytes;          // every token's bytes back to back, by id, special included
+  std::vector<uint32_t> offsets;  // token id's bytes are all_bytes[offsets[id], offsets[id+1])
   BpeRanks ranks;
   Pretokenizer pretokenizer;
   TokenId eot = 0;
-  std::uint64_t cache_key = NextVocabKey();
+  uint64_t cache_key = NextVocabKey();
 };
 
 absl::StatusOr<Tokenizer> Tokenizer::FromRanks(std::vector<std::string> token_bytes) {
-  if (token_bytes.size() >= static_cast<std::size_t>(INT32_MAX) - 1) {
+  if (token_bytes.size() >= static_cast<size_t>(INT32_MAX) - 1) {
     return absl::InvalidArgumentError("vocabulary has too many tokens for 32-bit ids");
   }
-  absl::flat_hash_map<absl::string_view, std::size_t> seen;
+  absl::flat_hash_map<absl::string_view, size_t> seen;
   seen.reserve(token_bytes.size());
-  for (std::size_t r = 0; r < token_bytes.size(); ++r) {
+  for (size_t r = 0; r < token_bytes.size(); ++r) {
     if (token_bytes[r].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("token ", r, " is empty"));
     }
@@ -122,18 +122,24 @@ int Tokenizer::vocab_size() const { return vocab_->eot + 1; }
 
 TokenId Tokenizer::eot_token() const { return vocab_->eot; }
 
-std::vector<TokenId> Tokenizer::encode_ordinary(std::string_view text) const {
+std::vector<TokenId> Tokenizer::EncodeOrdinary(std::string_view text) const {
   std::vector<TokenId> ids;
   if (ValidUtf8PrefixLength(text) == text.size()) {
-    append_ordinary(text, &ids);
+    AppendOrdinary(text, &ids);
   } else {
-    append_ordinary(ReplaceInvalidUtf8(text), &ids);
+    AppendOrdinary(ReplaceInvalidUtf8(text), &ids);
   }
   return ids;
 }
 
-std::vector<TokenId> Tokenizer::encode(std::string_view text, bool allow_special) const {
-  if (!allow_special) return encode_ordinary(text);
+std::vector<TokenId> Tokenizer::EncodePrompt(std::string_view text) const {
+  std::vector<TokenId> ids = EncodeOrdinary(text);
+  if (ids.empty()) ids.push_back(eot_token());
+  return ids;
+}
+
+std::vector<TokenId> Tokenizer::Encode(std::string_view text, bool allow_special) const {
+  if (!allow_special) return EncodeOrdinary(text);
   std::string repaired;
   if (ValidUtf8PrefixLength(text) != text.size()) {
     repaired = ReplaceInvalidUtf8(text);
@@ -141,8 +147,8 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool allow_special
   }
   std::vector<TokenId> ids;
   while (true) {
-    const std::size_t at = text.find(kEndOfText);
-    append_ordinary(text.substr(0, at), &ids);
+    const size_t at = text.find(kEndOfText);
+    AppendOrdinary(text.substr(0, at), &ids);
     if (at == std::string_view::npos) break;
     ids.push_back(vocab_->eot);
     text.remove_prefix(at + kEndOfText.size());
@@ -150,39 +156,39 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool allow_special
   return ids;
 }
 
-void Tokenizer::append_ordinary(std::string_view text, std::vector<TokenId>* out) const {
+void Tokenizer::AppendOrdinary(std::string_view text, std::vector<TokenId>* out) const {
   out->reserve(out->size() + text.size() / 4 + 1);
-  vocab_->pretokenizer.split(text, [&](std::string_view piece) { append_piece(piece, out); });
+  vocab_->pretokenizer.Split(text, [&](std::string_view piece) { AppendPiece(piece, out); });
 }
 
-void Tokenizer::append_piece(std::string_view piece, std::vector<TokenId>* out) const {
+void Tokenizer::AppendPiece(std::string_view piece, std::vector<TokenId>* out) const {
   const BpeRanks& ranks = vocab_->ranks;
-  const TokenId direct = ranks.rank(piece);
+  const TokenId direct = ranks.Lookup(piece);
   if (direct != BpeRanks::kNoRank) {
     out->push_back(direct);
     return;
   }
   if (piece.size() > PieceCache::kMaxPieceBytes) {
-    ranks.merge(piece, out);
+    ranks.Merge(piece, out);
     return;
   }
   PieceCache& cache = PieceCache::ForThread(vocab_->cache_key);
   if (cache.lookup(piece, out)) return;
-  const std::size_t before = out->size();
-  ranks.merge(piece, out);
+  const size_t before = out->size();
+  ranks.Merge(piece, out);
   cache.insert(piece, out->data() + before, out->size() - before);
 }
 
-absl::StatusOr<std::string_view> Tokenizer::token_bytes(TokenId id) const {
+absl::StatusOr<std::string_view> Tokenizer::TokenBytes(TokenId id) const {
   if (id < 0 || id > vocab_->eot) {
     return absl::OutOfRangeError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
   }
   return vocab_->bytes_of(id);
 }
 
-absl::StatusOr<std::string> Tokenizer::decode(std::span<const TokenId> ids) const {
-  std::size_t length = 0;
-  for (std::size_t i = 0; i < ids.size(); ++i) {
+absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids) const {
+  size_t length = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
     const TokenId id = ids[i];
     if (id < 0 || id > vocab_->eot) {
       return absl::OutOfRangeError(

@@ -1,4 +1,4 @@
-#include "worker/train/spec.h"
+#include "common/job_spec.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>

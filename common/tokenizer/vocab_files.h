@@ -10,8 +10,7 @@
 // Each reader returns the mergeable tokens' bytes indexed by rank, ready for Tokenizer::FromRanks.
 // Every error names the file, and the line where there is one; a reader never crashes on bad input.
 
-#ifndef GPT2D_WORKER_TOKENIZER_VOCAB_FILES_H_
-#define GPT2D_WORKER_TOKENIZER_VOCAB_FILES_H_
+#pragma once
 
 #include <string>
 #include <string_view>
@@ -40,5 +39,3 @@ std::string BytesToGpt2Unicode(std::string_view bytes);
 absl::StatusOr<std::string> Gpt2UnicodeToBytes(std::string_view text);
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_TOKENIZER_VOCAB_FILES_H_

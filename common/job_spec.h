@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "common/train_config.h"
 #include "gpt2d/v1/train.pb.h"
-#include "worker/train/train_config.h"
 
 namespace gpt2 {
 

@@ -1,4 +1,4 @@
-#include "worker/tokenizer/pretokenizer.h"
+#include "common/tokenizer/pretokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -47,8 +47,8 @@ std::string ExactPattern() {
   const auto ranges = [](const auto& list) {
     std::string out;
     for (const CodePointRange& r : list) {
-      absl::StrAppend(&out, "\\x{", absl::Hex(static_cast<std::uint32_t>(r.first)), "}-\\x{",
-                      absl::Hex(static_cast<std::uint32_t>(r.last)), "}");
+      absl::StrAppend(&out, "\\x{", absl::Hex(static_cast<uint32_t>(r.first)), "}-\\x{",
+                      absl::Hex(static_cast<uint32_t>(r.last)), "}");
     }
     return out;
   };
@@ -73,7 +73,7 @@ bool NeedsExactPattern(std::string_view text) {
   const auto* end = p + text.size();
   while (p < end) {
     if (end - p >= 8) {  // ASCII, eight bytes at a time
-      std::uint64_t word;
+      uint64_t word;
       std::memcpy(&word, p, 8);
       if ((word & 0x8080808080808080ULL) == 0) {
         p += 8;
@@ -101,7 +101,7 @@ bool NeedsExactPattern(std::string_view text) {
 }
 
 // Length of the UTF-8 character starting with `lead` (text is known to be valid).
-std::size_t Utf8CharLength(unsigned char lead) {
+size_t Utf8CharLength(unsigned char lead) {
   if (lead < 0x80) return 1;
   if (lead < 0xE0) return 2;
   if (lead < 0xF0) return 3;
@@ -157,16 +157,16 @@ Pretokenizer::Pretokenizer(Pretokenizer&&) noexcept = default;
 Pretokenizer& Pretokenizer::operator=(Pretokenizer&&) noexcept = default;
 Pretokenizer::~Pretokenizer() = default;
 
-bool Pretokenizer::uses_jit() const { return compiled_->fast.jit && compiled_->exact.jit; }
+bool Pretokenizer::UsesJit() const { return compiled_->fast.jit && compiled_->exact.jit; }
 
-void Pretokenizer::split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const {
+void Pretokenizer::Split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const {
   if (text.empty()) return;
   const CompiledPattern& pattern = NeedsExactPattern(text) ? compiled_->exact : compiled_->fast;
   // Match data is per call: the compiled pattern is shared read-only between threads.
   pcre2_match_data* match = pcre2_match_data_create(1, nullptr);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
-  std::size_t pos = 0;
+  size_t pos = 0;
   while (pos < text.size()) {
     int rc = pattern.jit ? pcre2_jit_match(pattern.code, subject, text.size(), pos, 0, match, nullptr)
                          : PCRE2_ERROR_JIT_BADOPTION;
@@ -175,7 +175,7 @@ void Pretokenizer::split(std::string_view text, absl::FunctionRef<void(std::stri
       rc = pcre2_match(pattern.code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, match, nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;  // unreachable: every character matches some branch
-    std::size_t start = ovector[0], end = ovector[1];
+    size_t start = ovector[0], end = ovector[1];
     if (rc < 0 || end <= pos) {
       // A resource limit hit by both engines. Never seen with this pattern (its repeats are all
       // single-character ones); degrade to one character per piece rather than fail the encode.

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/model/config.h"
+#include "common/model_config.h"
 
 namespace gpt2 {
 

@@ -9,13 +9,12 @@
 //
 // Invalid UTF-8 input is first repaired like Python's bytes.decode("utf-8", errors="replace")
 // (each maximal ill-formed subpart becomes U+FFFD, see utf8.h), so for any byte string `raw`,
-//   encode_ordinary(raw) == tiktoken.encode_ordinary(raw.decode("utf-8", "replace")).
+//   EncodeOrdinary(raw) == tiktoken.encode_ordinary(raw.decode("utf-8", "replace")).
 //
 // A Tokenizer is an immutable value: copies share one vocabulary, and every const method may be
 // called from any number of threads at once.
 
-#ifndef GPT2D_WORKER_TOKENIZER_TOKENIZER_H_
-#define GPT2D_WORKER_TOKENIZER_TOKENIZER_H_
+#pragma once
 
 #include <cstdint>
 #include <memory>
@@ -29,7 +28,7 @@
 namespace gpt2 {
 
 // A token id. Signed 32-bit so that ids drop straight into int32 tensors and files.
-using TokenId = std::int32_t;
+using TokenId = int32_t;
 
 class Tokenizer {
  public:
@@ -42,20 +41,24 @@ class Tokenizer {
   static absl::StatusOr<Tokenizer> FromRanks(std::vector<std::string> token_bytes);
 
   // Ids of `text`, where <|endoftext|> is ordinary text (tiktoken's encode_ordinary).
-  std::vector<TokenId> encode_ordinary(std::string_view text) const;
+  std::vector<TokenId> EncodeOrdinary(std::string_view text) const;
+
+  // The ids a model continues `text` from: EncodeOrdinary(text), or just eot_token() when that is
+  // empty (an empty prompt starts a new document). Serving, `sample` and the trainer's samples.
+  std::vector<TokenId> EncodePrompt(std::string_view text) const;
 
   // With allow_special, each literal <|endoftext|> in `text` becomes eot_token() (tiktoken's
-  // encode(text, allowed_special="all")); without it, the same as encode_ordinary(text).
-  std::vector<TokenId> encode(std::string_view text, bool allow_special) const;
+  // encode(text, allowed_special="all")); without it, the same as EncodeOrdinary(text).
+  std::vector<TokenId> Encode(std::string_view text, bool allow_special) const;
 
   // The bytes of `ids` concatenated. A token may end inside a multi-byte character, so the result
   // need not be valid UTF-8 (StreamDecoder yields text). eot_token() decodes to "<|endoftext|>".
   // Error (OutOfRange) naming the first id outside [0, vocab_size()).
-  absl::StatusOr<std::string> decode(std::span<const TokenId> ids) const;
+  absl::StatusOr<std::string> Decode(std::span<const TokenId> ids) const;
 
   // The bytes of one token; the view lives as long as any copy of this Tokenizer.
   // Error (OutOfRange) if id is outside [0, vocab_size()).
-  absl::StatusOr<std::string_view> token_bytes(TokenId id) const;
+  absl::StatusOr<std::string_view> TokenBytes(TokenId id) const;
 
   // Number of ids, special token included: 50257 for GPT-2.
   int vocab_size() const;
@@ -68,9 +71,9 @@ class Tokenizer {
   explicit Tokenizer(std::shared_ptr<const Vocab> vocab);
 
   // Appends the ids of `text` (valid UTF-8, no special-token handling) to `out`.
-  void append_ordinary(std::string_view text, std::vector<TokenId>* out) const;
+  void AppendOrdinary(std::string_view text, std::vector<TokenId>* out) const;
   // Appends the ids of one regex piece.
-  void append_piece(std::string_view piece, std::vector<TokenId>* out) const;
+  void AppendPiece(std::string_view piece, std::vector<TokenId>* out) const;
 
   std::shared_ptr<const Vocab> vocab_;
 };
@@ -84,5 +87,3 @@ class Tokenizer {
 absl::StatusOr<Tokenizer> LoadTokenizer(std::string_view explicit_path);
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_TOKENIZER_TOKENIZER_H_

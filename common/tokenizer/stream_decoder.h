@@ -5,21 +5,20 @@
 // incomplete trailing character until later tokens complete it:
 //
 //   StreamDecoder stream(tokenizer);
-//   for (TokenId id : generated) send(*stream.push(id));
-//   send(stream.finish());
+//   for (TokenId id : generated) send(*stream.Push(id));
+//   send(stream.Finish());
 //
 // Every delta is valid UTF-8 and never splits a character. Bytes that can no longer become a
 // valid character become U+FFFD as soon as that is certain, so for any ids
-//   concat(push(ids[i])...) + finish() == decode(ids).decode("utf-8", errors="replace").
+//   concat(Push(ids[i])...) + Finish() == Decode(ids).decode("utf-8", errors="replace").
 // Not thread-safe: one StreamDecoder per stream.
 
-#ifndef GPT2D_WORKER_TOKENIZER_STREAM_DECODER_H_
-#define GPT2D_WORKER_TOKENIZER_STREAM_DECODER_H_
+#pragma once
 
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
 
 namespace gpt2 {
 
@@ -30,14 +29,14 @@ class StreamDecoder {
 
   // Adds one token; returns the text that became complete (possibly empty).
   // Error (OutOfRange) for an id outside the vocabulary; the stream is unchanged then.
-  absl::StatusOr<std::string> push(TokenId id);
+  absl::StatusOr<std::string> Push(TokenId id);
 
   // Returns what is still held back (an incomplete character becomes U+FFFD) and resets the
   // stream, so the decoder can be reused.
-  std::string finish();
+  std::string Finish();
 
   // Number of bytes held back (0 to 3).
-  std::size_t pending_bytes() const { return pending_.size(); }
+  size_t pending_bytes() const { return pending_.size(); }
 
  private:
   Tokenizer tokenizer_;
@@ -45,5 +44,3 @@ class StreamDecoder {
 };
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_TOKENIZER_STREAM_DECODER_H_

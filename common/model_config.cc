@@ -1,4 +1,4 @@
-#include "worker/model/config.h"
+#include "common/model_config.h"
 
 #include <fstream>
 #include <sstream>
@@ -10,7 +10,7 @@
 
 namespace gpt2 {
 
-int64_t GPTConfig::num_parameters() const {
+int64_t GPTConfig::NumParameters() const {
   const int64_t C = n_embd, L = n_layer;
   const int64_t per_block = 2 * C                            // ln_1
                             + C * 3 * C + 3 * C              // attn.c_attn
@@ -21,8 +21,8 @@ int64_t GPTConfig::num_parameters() const {
   return padded_vocab_size() * C + n_positions * C + L * per_block + 2 * C;
 }
 
-double GPTConfig::flops_per_token(int64_t seq_len) const {
-  const double n = static_cast<double>(num_parameters() - n_positions * n_embd);
+double GPTConfig::FlopsPerToken(int64_t seq_len) const {
+  const double n = static_cast<double>(NumParameters() - n_positions * n_embd);
   return 6.0 * n + 12.0 * n_layer * n_head * head_dim() * static_cast<double>(seq_len);
 }
 

@@ -2,8 +2,7 @@
 // start from single bytes; while some adjacent pair of parts concatenates to a token, join the
 // pair whose token has the lowest rank (the leftmost such pair on a tie). Ranks are token ids.
 
-#ifndef GPT2D_WORKER_TOKENIZER_BPE_H_
-#define GPT2D_WORKER_TOKENIZER_BPE_H_
+#pragma once
 
 #include <array>
 #include <cstdint>
@@ -22,60 +21,60 @@ namespace gpt2 {
 // are safe to call concurrently.
 class BpeRanks {
  public:
-  using Rank = std::int32_t;
+  using Rank = int32_t;
   static constexpr Rank kNoRank = std::numeric_limits<Rank>::max();
 
   // token_bytes[r] is the byte string of rank r. REQUIRES: the strings are distinct and non-empty.
   explicit BpeRanks(const std::vector<std::string>& token_bytes);
 
   // The rank of `bytes`, or kNoRank if it is not a token.
-  Rank rank(std::string_view bytes) const {
-    if (bytes.size() == 1) return byte_rank_[static_cast<std::uint8_t>(bytes[0])];
+  Rank Lookup(std::string_view bytes) const {
+    if (bytes.size() == 1) return byte_rank_[static_cast<uint8_t>(bytes[0])];
     if (bytes.size() == 2) return pair_rank_[PairIndex(bytes[0], bytes[1])];
-    if (bytes.size() <= kInlineKeyBytes) return rank_inline(InlineKey::Of(bytes));
+    if (bytes.size() <= kInlineKeyBytes) return RankInline(InlineKey::Of(bytes));
     auto it = longer_.find(absl::string_view(bytes.data(), bytes.size()));
     return it == longer_.end() ? kNoRank : it->second;
   }
 
   // Appends the ranks of the tokens `piece` merges into. REQUIRES: every single byte of `piece`
   // is a token (Tokenizer checks this for all 256 bytes when it is built).
-  void merge(std::string_view piece, std::vector<Rank>* out) const;
+  void Merge(std::string_view piece, std::vector<Rank>* out) const;
 
  private:
-  static std::size_t PairIndex(char a, char b) {
-    return static_cast<std::size_t>(static_cast<std::uint8_t>(a)) << 8 | static_cast<std::uint8_t>(b);
+  static size_t PairIndex(char a, char b) {
+    return static_cast<size_t>(static_cast<uint8_t>(a)) << 8 | static_cast<uint8_t>(b);
   }
 
   // Nearly every lookup is for a string of at most 16 bytes. Those keys are stored in the slots of
   // an open-addressing table as two words plus the length, so a probe is two word compares with
   // no pointer to chase. Together with the length the words determine the string: they hold the
   // (overlapping) first and last 8 bytes, or 4 bytes for 4..7, or the bytes themselves for 1..3.
-  static constexpr std::size_t kInlineKeyBytes = 16;
+  static constexpr size_t kInlineKeyBytes = 16;
   struct InlineKey {
-    std::uint64_t head = 0, tail = 0, length = 0;
+    uint64_t head = 0, tail = 0, length = 0;
     static InlineKey Of(std::string_view bytes) {
       InlineKey key;
       const char* p = bytes.data();
-      const std::size_t n = bytes.size();
+      const size_t n = bytes.size();
       key.length = n;
       if (n >= 8) {
         std::memcpy(&key.head, p, 8);
         std::memcpy(&key.tail, p + n - 8, 8);
       } else if (n >= 4) {
-        std::uint32_t first, last;
+        uint32_t first, last;
         std::memcpy(&first, p, 4);
         std::memcpy(&last, p + n - 4, 4);
         key.head = first;
         key.tail = last;
       } else {
-        for (std::size_t i = 0; i < n; ++i) {
-          key.head |= std::uint64_t{static_cast<std::uint8_t>(p[i])} << (8 * i);
+        for (size_t i = 0; i < n; ++i) {
+          key.head |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
         }
       }
       return key;
     }
-    std::uint64_t hash() const {  // murmur3's 64-bit finaliser over the mixed words
-      std::uint64_t h = head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ (length << 59);
+    uint64_t hash() const {  // murmur3's 64-bit finaliser over the mixed words
+      uint64_t h = head ^ (tail * 0x9E3779B97F4A7C15ULL) ^ (length << 59);
       h ^= h >> 33;
       h *= 0xFF51AFD7ED558CCDULL;
       h ^= h >> 33;
@@ -84,12 +83,12 @@ class BpeRanks {
     }
   };
   struct InlineSlot {
-    std::uint64_t head, tail;
-    std::uint32_t length;
+    uint64_t head, tail;
+    uint32_t length;
     Rank rank;  // kNoRank: empty slot
   };
-  Rank rank_inline(const InlineKey& key) const {
-    for (std::size_t i = key.hash() & inline_mask_;; i = (i + 1) & inline_mask_) {
+  Rank RankInline(const InlineKey& key) const {
+    for (size_t i = key.hash() & inline_mask_;; i = (i + 1) & inline_mask_) {
       const InlineSlot& slot = inline_slots_[i];
       if (slot.head == key.head && slot.tail == key.tail && slot.length == key.length) {
         return slot.rank;
@@ -97,17 +96,15 @@ class BpeRanks {
       if (slot.rank == kNoRank) return kNoRank;
     }
   }
-  void merge_short(std::string_view piece, std::vector<Rank>* out) const;
-  void merge_long(std::string_view piece, std::vector<Rank>* out) const;
+  void MergeShort(std::string_view piece, std::vector<Rank>* out) const;
+  void MergeLong(std::string_view piece, std::vector<Rank>* out) const;
 
   // One- and two-byte tokens are looked up by table: the first round of merging only asks those.
   std::array<Rank, 256> byte_rank_;
   std::vector<Rank> pair_rank_;           // 65536 entries, indexed by PairIndex
   std::vector<InlineSlot> inline_slots_;  // tokens of 3..16 bytes; a power of two, under half full
-  std::size_t inline_mask_ = 0;
+  size_t inline_mask_ = 0;
   absl::flat_hash_map<std::string, Rank> longer_;  // tokens of more than 16 bytes
 };
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_TOKENIZER_BPE_H_

@@ -1,4 +1,4 @@
-#include "worker/tokenizer/utf8.h"
+#include "common/utf8.h"
 
 #include <cstdint>
 #include <cstring>
@@ -10,17 +10,17 @@ enum class SequenceKind { kValid, kIllFormed, kTruncated };
 
 struct Sequence {
   SequenceKind kind;
-  std::size_t length;  // bytes it covers: the character, the maximal subpart, or the truncated tail
+  size_t length;  // bytes it covers: the character, the maximal subpart, or the truncated tail
 };
 
 // Classifies the sequence that starts at bytes[pos] (Unicode Table 3-7).
-Sequence NextSequence(std::string_view bytes, std::size_t pos) {
-  const auto byte_at = [&](std::size_t i) { return static_cast<std::uint8_t>(bytes[i]); };
-  const std::uint8_t lead = byte_at(pos);
+Sequence NextSequence(std::string_view bytes, size_t pos) {
+  const auto byte_at = [&](size_t i) { return static_cast<uint8_t>(bytes[i]); };
+  const uint8_t lead = byte_at(pos);
   if (lead < 0x80) return {SequenceKind::kValid, 1};
 
-  std::size_t need;                   // continuation bytes after the lead
-  std::uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the first continuation byte
+  size_t need;                   // continuation bytes after the lead
+  uint8_t lo = 0x80, hi = 0xBF;  // allowed range of the first continuation byte
   if (lead >= 0xC2 && lead <= 0xDF) {
     need = 1;
   } else if (lead >= 0xE0 && lead <= 0xEF) {
@@ -35,9 +35,9 @@ Sequence NextSequence(std::string_view bytes, std::size_t pos) {
     return {SequenceKind::kIllFormed, 1};  // 0x80..0xC1, 0xF5..0xFF never start a sequence
   }
 
-  for (std::size_t k = 1; k <= need; ++k) {
+  for (size_t k = 1; k <= need; ++k) {
     if (pos + k >= bytes.size()) return {SequenceKind::kTruncated, k};
-    const std::uint8_t b = byte_at(pos + k);
+    const uint8_t b = byte_at(pos + k);
     const bool ok = (k == 1) ? (b >= lo && b <= hi) : (b >= 0x80 && b <= 0xBF);
     if (!ok) return {SequenceKind::kIllFormed, k};
   }
@@ -45,21 +45,21 @@ Sequence NextSequence(std::string_view bytes, std::size_t pos) {
 }
 
 // Skips ASCII eight bytes at a time; returns the first position at or after `pos` that is not.
-std::size_t SkipAscii(std::string_view bytes, std::size_t pos) {
+size_t SkipAscii(std::string_view bytes, size_t pos) {
   while (pos + 8 <= bytes.size()) {
-    std::uint64_t word;
+    uint64_t word;
     std::memcpy(&word, bytes.data() + pos, 8);
     if (word & 0x8080808080808080ULL) break;
     pos += 8;
   }
-  while (pos < bytes.size() && static_cast<std::uint8_t>(bytes[pos]) < 0x80) ++pos;
+  while (pos < bytes.size() && static_cast<uint8_t>(bytes[pos]) < 0x80) ++pos;
   return pos;
 }
 
 }  // namespace
 
-std::size_t ValidUtf8PrefixLength(std::string_view bytes) {
-  std::size_t pos = 0;
+size_t ValidUtf8PrefixLength(std::string_view bytes) {
+  size_t pos = 0;
   while (true) {
     pos = SkipAscii(bytes, pos);
     if (pos == bytes.size()) return pos;
@@ -70,7 +70,7 @@ std::size_t ValidUtf8PrefixLength(std::string_view bytes) {
 }
 
 std::string ReplaceInvalidUtf8(std::string_view bytes) {
-  std::size_t pos = ValidUtf8PrefixLength(bytes);
+  size_t pos = ValidUtf8PrefixLength(bytes);
   std::string out(bytes.substr(0, pos));
   if (pos == bytes.size()) return out;
   out.reserve(bytes.size() + 16);
@@ -86,13 +86,13 @@ std::string ReplaceInvalidUtf8(std::string_view bytes) {
   return out;
 }
 
-std::size_t FinalUtf8PrefixLength(std::string_view bytes) {
+size_t FinalUtf8PrefixLength(std::string_view bytes) {
   // A truncated sequence is at most three bytes (a 4-byte lead and two continuations).
-  const std::size_t n = bytes.size();
-  const std::size_t window = n < 3 ? n : 3;
-  for (std::size_t back = 1; back <= window; ++back) {
-    const std::size_t start = n - back;
-    if ((static_cast<std::uint8_t>(bytes[start]) & 0xC0) == 0x80) continue;  // not a lead byte
+  const size_t n = bytes.size();
+  const size_t window = n < 3 ? n : 3;
+  for (size_t back = 1; back <= window; ++back) {
+    const size_t start = n - back;
+    if ((static_cast<uint8_t>(bytes[start]) & 0xC0) == 0x80) continue;  // not a lead byte
     // Every non-continuation byte starts a sequence in a forward scan, so `start` is a boundary.
     return NextSequence(bytes, start).kind == SequenceKind::kTruncated ? start : n;
   }

@@ -1,4 +1,4 @@
-#include "worker/tokenizer/vocab_files.h"
+#include "common/tokenizer/vocab_files.h"
 
 #include <algorithm>
 #include <array>
@@ -39,12 +39,12 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return std::move(contents).str();
 }
 
-absl::Status LineError(const std::string& path, std::size_t line, absl::string_view message) {
+absl::Status LineError(const std::string& path, size_t line, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": ", message));
 }
 
 // Parses a rank: decimal digits only, below 2^31.
-bool ParseRank(absl::string_view text, std::int64_t* rank) {
+bool ParseRank(absl::string_view text, int64_t* rank) {
   if (text.empty() || text.size() > 10) return false;
   for (char c : text) {
     if (c < '0' || c > '9') return false;
@@ -75,8 +75,8 @@ const StandIns& GetStandIns() {
 }
 
 // Checks that ranks form 0..N-1, given which ranks were seen.
-absl::Status CheckContiguous(const std::string& path, const std::vector<std::size_t>& line_of_rank, std::size_t count) {
-  for (std::size_t r = 0; r < line_of_rank.size(); ++r) {
+absl::Status CheckContiguous(const std::string& path, const std::vector<size_t>& line_of_rank, size_t count) {
+  for (size_t r = 0; r < line_of_rank.size(); ++r) {
     if (line_of_rank[r] == 0) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": ranks are not contiguous: rank ", r, " is missing (",
                                                      count, " tokens, highest rank ", line_of_rank.size() - 1, ")"));
@@ -91,28 +91,28 @@ absl::StatusOr<std::vector<std::string>> ReadTiktokenFile(const std::string& pat
   absl::StatusOr<std::string> contents = ReadWholeFile(path);
   if (!contents.ok()) return contents.status();
 
-  std::vector<std::pair<std::string, std::int64_t>> entries;  // (bytes, rank) in file order
-  std::vector<std::size_t> line_of_rank;                      // 0: rank not seen yet
-  absl::flat_hash_map<std::string, std::size_t> line_of_bytes;
+  std::vector<std::pair<std::string, int64_t>> entries;  // (bytes, rank) in file order
+  std::vector<size_t> line_of_rank;                      // 0: rank not seen yet
+  absl::flat_hash_map<std::string, size_t> line_of_bytes;
   // A rank can be no larger than the number of lines if ranks are to be contiguous; checking
   // that first keeps a corrupt rank from sizing line_of_rank.
-  const std::size_t max_tokens = std::count(contents->begin(), contents->end(), '\n') + 1;
-  std::size_t line_number = 0;
+  const size_t max_tokens = std::count(contents->begin(), contents->end(), '\n') + 1;
+  size_t line_number = 0;
   for (absl::string_view line : absl::StrSplit(*contents, '\n')) {
     ++line_number;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) continue;
-    const std::size_t space = line.find(' ');
+    const size_t space = line.find(' ');
     if (space == absl::string_view::npos) {
       return LineError(path, line_number, "expected '<base64 bytes> <rank>', found no rank");
     }
     const absl::string_view encoded = line.substr(0, space);
     const absl::string_view rank_text = line.substr(space + 1);
-    std::int64_t rank = 0;
+    int64_t rank = 0;
     if (!ParseRank(rank_text, &rank)) {
       return LineError(path, line_number, absl::StrCat("rank '", rank_text, "' is not a non-negative integer"));
     }
-    if (static_cast<std::size_t>(rank) >= max_tokens) {
+    if (static_cast<size_t>(rank) >= max_tokens) {
       return LineError(
           path, line_number,
           absl::StrCat("rank ", rank, " is beyond the file's ", max_tokens, " lines: ranks are not contiguous"));
@@ -121,7 +121,7 @@ absl::StatusOr<std::vector<std::string>> ReadTiktokenFile(const std::string& pat
     if (encoded.empty() || !absl::Base64Unescape(encoded, &bytes) || bytes.empty()) {
       return LineError(path, line_number, absl::StrCat("'", encoded, "' is not valid base64"));
     }
-    if (static_cast<std::size_t>(rank) >= line_of_rank.size()) line_of_rank.resize(rank + 1, 0);
+    if (static_cast<size_t>(rank) >= line_of_rank.size()) line_of_rank.resize(rank + 1, 0);
     if (line_of_rank[rank] != 0) {
       return LineError(path, line_number, absl::StrCat("rank ", rank, " already given on line ", line_of_rank[rank]));
     }
@@ -158,16 +158,16 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
 
   // Read every mergeable token; <|endoftext|> is checked once the count is known.
   std::vector<std::string> token_bytes;
-  std::vector<std::size_t> seen;  // 1 where an id was given
-  std::int64_t eot_id = -1;
+  std::vector<size_t> seen;  // 1 where an id was given
+  int64_t eot_id = -1;
   for (const auto& [key, value] : encoder.items()) {
-    std::int64_t id = -1;
-    if (value.is_number_integer()) id = value.get<std::int64_t>();
+    int64_t id = -1;
+    if (value.is_number_integer()) id = value.get<int64_t>();
     if (id < 0 || id >= INT32_MAX) {
       return absl::InvalidArgumentError(
           absl::StrCat(encoder_json_path, ": token '", key, "' has id ", value.dump(), ", not a non-negative integer"));
     }
-    if (static_cast<std::size_t>(id) >= encoder.size()) {
+    if (static_cast<size_t>(id) >= encoder.size()) {
       return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": token '", key, "' has id ", id,
                                                      " but there are only ", encoder.size(),
                                                      " tokens: ids are not contiguous"));
@@ -181,7 +181,7 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
       return absl::InvalidArgumentError(
           absl::StrCat(encoder_json_path, ": token '", key, "': ", bytes.status().message()));
     }
-    if (static_cast<std::size_t>(id) >= token_bytes.size()) {
+    if (static_cast<size_t>(id) >= token_bytes.size()) {
       token_bytes.resize(id + 1);
       seen.resize(id + 1, 0);
     }
@@ -192,11 +192,11 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
     seen[id] = 1;
     token_bytes[id] = *std::move(bytes);
   }
-  std::size_t count = 0;
-  for (std::size_t s : seen) count += s;
+  size_t count = 0;
+  for (size_t s : seen) count += s;
   if (count == 0) return absl::InvalidArgumentError(absl::StrCat(encoder_json_path, ": no tokens"));
   if (absl::Status gaps = CheckContiguous(encoder_json_path, seen, count); !gaps.ok()) return gaps;
-  if (eot_id >= 0 && static_cast<std::size_t>(eot_id) != token_bytes.size()) {
+  if (eot_id >= 0 && static_cast<size_t>(eot_id) != token_bytes.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat(encoder_json_path, ": <|endoftext|> has id ", eot_id, ", expected ", token_bytes.size()));
   }
@@ -204,18 +204,18 @@ absl::StatusOr<std::vector<std::string>> ReadEncoderJsonFiles(const std::string&
   // The merges must produce every multi-byte token, in the order of their ids.
   absl::StatusOr<std::string> merges_text = ReadWholeFile(merges_path);
   if (!merges_text.ok()) return merges_text.status();
-  absl::flat_hash_map<absl::string_view, std::int64_t> id_of;
+  absl::flat_hash_map<absl::string_view, int64_t> id_of;
   id_of.reserve(token_bytes.size());
-  std::size_t multi_byte = 0;
-  for (std::size_t id = 0; id < token_bytes.size(); ++id) {
+  size_t multi_byte = 0;
+  for (size_t id = 0; id < token_bytes.size(); ++id) {
     if (!id_of.emplace(token_bytes[id], id).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(encoder_json_path, ": token '", BytesToGpt2Unicode(token_bytes[id]), "' is listed twice"));
     }
     if (token_bytes[id].size() > 1) ++multi_byte;
   }
-  std::size_t line_number = 0, merges = 0;
-  std::int64_t previous_id = -1;
+  size_t line_number = 0, merges = 0;
+  int64_t previous_id = -1;
   for (absl::string_view line : absl::StrSplit(*merges_text, '\n')) {
     ++line_number;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
@@ -253,7 +253,7 @@ std::string BytesToGpt2Unicode(std::string_view bytes) {
   std::string text;
   text.reserve(bytes.size() * 2);
   for (char c : bytes) {
-    const char32_t cp = tables.of_byte[static_cast<std::uint8_t>(c)];
+    const char32_t cp = tables.of_byte[static_cast<uint8_t>(c)];
     if (cp < 0x80) {
       text += static_cast<char>(cp);
     } else {  // every stand-in is below U+0800: two bytes of UTF-8
@@ -268,22 +268,22 @@ absl::StatusOr<std::string> Gpt2UnicodeToBytes(std::string_view text) {
   const StandIns& tables = GetStandIns();
   std::string bytes;
   bytes.reserve(text.size());
-  for (std::size_t i = 0; i < text.size();) {
-    const auto lead = static_cast<std::uint8_t>(text[i]);
+  for (size_t i = 0; i < text.size();) {
+    const auto lead = static_cast<uint8_t>(text[i]);
     char32_t cp;
     if (lead < 0x80) {
       cp = lead;
       i += 1;
     } else if (lead >= 0xC2 && lead <= 0xDF && i + 1 < text.size() &&
-               (static_cast<std::uint8_t>(text[i + 1]) & 0xC0) == 0x80) {
-      cp = (static_cast<char32_t>(lead & 0x1F) << 6) | (static_cast<std::uint8_t>(text[i + 1]) & 0x3F);
+               (static_cast<uint8_t>(text[i + 1]) & 0xC0) == 0x80) {
+      cp = (static_cast<char32_t>(lead & 0x1F) << 6) | (static_cast<uint8_t>(text[i + 1]) & 0x3F);
       i += 2;
     } else {
       return absl::InvalidArgumentError("contains a character that stands for no byte");
     }
     if (cp >= tables.byte_of.size() || tables.byte_of[cp] < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("U+", absl::Hex(static_cast<std::uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
+          absl::StrCat("U+", absl::Hex(static_cast<uint32_t>(cp), absl::kZeroPad4), " stands for no byte"));
     }
     bytes += static_cast<char>(tables.byte_of[cp]);
   }

@@ -32,9 +32,9 @@ struct GPTConfig {
   int64_t head_dim() const { return n_embd / n_head; }
 
   // Parameters, counting the tied embedding once and using the padded vocabulary.
-  int64_t num_parameters() const;
+  int64_t NumParameters() const;
   // Training FLOPs per token (nanoGPT / PaLM appendix B): 6*N + 12*L*NH*HS*T, N without wpe.
-  double flops_per_token(int64_t seq_len) const;
+  double FlopsPerToken(int64_t seq_len) const;
 };
 
 // Checks that the sizes make sense (positive, heads divide channels, ...).

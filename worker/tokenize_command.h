@@ -1,5 +1,5 @@
 // `gpt2-worker tokenize`: text to ids and back on stdin/stdout, for scripts and for comparing
-// with tiktoken. The worker binary parses the flags and calls RunTokenizeCommand.
+// with tiktoken. AddTokenizeCommand declares the flags; RunTokenizeCommand does the work.
 //
 //   (default)   all of stdin, as raw bytes, is one text; writes its ids space-separated + "\n".
 //   --json      the same, written as a JSON array: "[15496, 995]\n".
@@ -13,13 +13,13 @@
 // Exit status: 0 on success; 2 for bad input (the message on `err` names the line: a bad JSON
 // line, an id that is not a number or not in the vocabulary); 1 if writing the output fails.
 
-#ifndef GPT2D_WORKER_TOKENIZER_TOKENIZE_COMMAND_H_
-#define GPT2D_WORKER_TOKENIZER_TOKENIZE_COMMAND_H_
+#pragma once
 
 #include <istream>
 #include <ostream>
 
-#include "worker/tokenizer/tokenizer.h"
+#include "common/tokenizer/tokenizer.h"
+#include "worker/command.h"
 
 namespace gpt2 {
 
@@ -34,6 +34,8 @@ struct TokenizeCommandOptions {
 int RunTokenizeCommand(const Tokenizer& tokenizer, const TokenizeCommandOptions& options, std::istream& in,
                        std::ostream& out, std::ostream& err);
 
-}  // namespace gpt2
+// Adds `tokenize` to `app` (worker/command.h): loads the tokenizer globals.vocab names, then runs
+// on stdin/stdout.
+WorkerCommand AddTokenizeCommand(CLI::App& app, const WorkerGlobals& globals);
 
-#endif  // GPT2D_WORKER_TOKENIZER_TOKENIZE_COMMAND_H_
+}  // namespace gpt2

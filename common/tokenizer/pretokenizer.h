@@ -7,8 +7,7 @@
 // few code points whose classes differ between the engines' Unicode tables; text holding one of
 // them is split with an equivalent pattern whose classes spell tiktoken's out (pretokenizer.cc).
 
-#ifndef GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
-#define GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
+#pragma once
 
 #include <memory>
 #include <string_view>
@@ -23,7 +22,7 @@ inline constexpr std::string_view kGpt2SplitPattern =
     R"('(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 // The compiled split patterns (PCRE2, UTF + UCP, JIT-compiled where the platform supports it).
-// Immutable after Create(); split() is safe to call from many threads at once.
+// Immutable after Create(); Split() is safe to call from many threads at once.
 class Pretokenizer {
  public:
   static absl::StatusOr<Pretokenizer> Create();
@@ -34,10 +33,10 @@ class Pretokenizer {
 
   // Calls on_piece for each piece of `text`, in order; the pieces tile `text`.
   // REQUIRES: text is valid UTF-8 (see ReplaceInvalidUtf8).
-  void split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const;
+  void Split(std::string_view text, absl::FunctionRef<void(std::string_view)> on_piece) const;
 
   // Whether the pattern runs as JIT code (false: the PCRE2 interpreter).
-  bool uses_jit() const;
+  bool UsesJit() const;
 
  private:
   struct Compiled;
@@ -46,5 +45,3 @@ class Pretokenizer {
 };
 
 }  // namespace gpt2
-
-#endif  // GPT2D_WORKER_TOKENIZER_PRETOKENIZER_H_
