@@ -58,18 +58,22 @@ absl::StatusOr<Sniffed> Sniff(const std::string& path) {
     const char* undo;
   };
   static constexpr Refused kRefused[] = {
-      {"\x28\xb5\x2f\xfd"sv, "zstd-compressed", "zstd -d"}, {"\xfd" "7zXZ\0"sv, "xz-compressed", "xz -d"},
-      {"BZh"sv, "bzip2-compressed", "bunzip2"},             {"PK\x03\x04"sv, "a zip archive", "unzip"},
+      {"\x28\xb5\x2f\xfd"sv, "zstd-compressed", "zstd -d"},
+      {"\xfd"
+       "7zXZ\0"sv,
+       "xz-compressed", "xz -d"},
+      {"BZh"sv, "bzip2-compressed", "bunzip2"},
+      {"PK\x03\x04"sv, "a zip archive", "unzip"},
       {"7z\xbc\xaf\x27\x1c"sv, "a 7z archive", "7z x"},
   };
   for (const Refused& r : kRefused) {
     if (start.starts_with(r.magic)) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", r.what,
-                                                     "; prep reads text, JSONL, parquet and gzip: decompress it first (",
-                                                     r.undo, ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": ", r.what, "; prep reads text, JSONL, parquet and gzip: decompress it first (", r.undo, ")"));
     }
   }
-  if (path.ends_with(".parquet")) return absl::InvalidArgumentError(absl::StrCat(path, ": not a parquet file (no PAR1)"));
+  if (path.ends_with(".parquet"))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a parquet file (no PAR1)"));
   return Sniffed{};
 }
 
@@ -101,20 +105,30 @@ class ZFile {
   }
   ~ZFile() { gzclose(file_); }
 
-  // Appends the next line (without its '\n') to *line; false at the end.
+  // The next line (without its '\n') in *line; false at the end. Lines may hold any bytes.
   absl::StatusOr<bool> ReadLine(std::string* line) {
     line->clear();
-    char buffer[1 << 16];
     while (true) {
-      if (gzgets(file_, buffer, sizeof(buffer)) == nullptr) {
-        if (absl::Status s = Error(); !s.ok()) return s;
-        return !line->empty();
+      if (pos_ == buffer_.size()) {
+        buffer_.resize(1 << 16);
+        const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
+        buffer_.resize(n > 0 ? static_cast<size_t>(n) : 0);
+        pos_ = 0;
+        if (n <= 0) {
+          if (absl::Status s = Error(); !s.ok() || n < 0)
+            return s.ok() ? absl::DataLossError(path_ + ": read failed") : s;
+          return !line->empty();
+        }
       }
-      line->append(buffer);  // gzgets stops at '\n' or a full buffer (a NUL inside fails the JSON)
-      if (!line->empty() && line->back() == '\n') {
-        line->pop_back();
-        return true;
+      const size_t end = buffer_.find('\n', pos_);
+      if (end == std::string::npos) {
+        line->append(buffer_, pos_);
+        pos_ = buffer_.size();
+        continue;
       }
+      line->append(buffer_, pos_, end - pos_);
+      pos_ = end + 1;
+      return true;
     }
   }
 
@@ -140,6 +154,8 @@ class ZFile {
 
   std::string path_;
   gzFile file_;
+  std::string buffer_;  // read ahead of the current line
+  size_t pos_ = 0;
 };
 
 // The text of one JSONL line, or why it has none.
@@ -207,8 +223,8 @@ class DocumentReader::ParquetSource final : public DocumentReader::Source {
     const std::string python = env_python && *env_python ? env_python : GPT2D_PREP_PYTHON;
     const std::string tool = env_tool && *env_tool ? env_tool : GPT2D_PARQUET_TOOL;
     if (!fs::exists(tool))
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, ": reading parquet needs parquet_text.py, not found at ", tool, " (set GPT2_PARQUET_TOOL)"));
+      return absl::FailedPreconditionError(absl::StrCat(path, ": reading parquet needs parquet_text.py, not found at ",
+                                                        tool, " (set GPT2_PARQUET_TOOL)"));
     int fds[2];
     if (::pipe(fds) != 0) return absl::ErrnoToStatus(errno, "pipe");
     posix_spawn_file_actions_t actions;
@@ -226,7 +242,8 @@ class DocumentReader::ParquetSource final : public DocumentReader::Source {
     ::close(fds[1]);
     if (error != 0) {
       ::close(fds[0]);
-      return absl::FailedPreconditionError(absl::StrCat(path, ": reading parquet needs Python with pyarrow; cannot run ",
+      return absl::FailedPreconditionError(absl::StrCat(path,
+                                                        ": reading parquet needs Python with pyarrow; cannot run ",
                                                         python, ": ", std::strerror(error), " (set GPT2_PYTHON)"));
     }
     std::FILE* out = ::fdopen(fds[0], "rb");
