@@ -66,25 +66,34 @@ def ours(c, steps, tmp):
     return c["B"] * c["T"] / statistics.median(dts[2:])
 
 
-def pytorch(c, steps, compile_):
+def pytorch(c, steps, compile_, device="cpu"):
+    """tokens/s of the same step in PyTorch; on cuda under bf16 autocast with TF32 matmuls, as ours
+    (scripts/gpu_check.py uses it too)."""
+    cuda = device.startswith("cuda")
     torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = cuda
     model = GPT2LMHeadModel(GPT2Config(n_layer=c["n_layer"], n_head=c["n_head"], n_embd=c["n_embd"], n_positions=c["T"],
-                                       vocab_size=50304, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)).train()
+                                       vocab_size=50304, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)).to(device).train()
     params = list(model.parameters())
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
                             lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
     fwd = torch.compile(model) if compile_ else model
-    x = torch.randint(0, 50257, (c["B"], c["T"]))
+    x = torch.randint(0, 50257, (c["B"], c["T"]), device=device)
     dts = []
     for _ in range(steps):
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = fwd(x).logits
-        loss = torch.nn.functional.cross_entropy(logits[..., :50257].reshape(-1, 50257), x.view(-1))
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=cuda):
+            logits = fwd(x).logits
+        loss = torch.nn.functional.cross_entropy(logits[..., :50257].float().reshape(-1, 50257), x.view(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         dts.append(time.perf_counter() - t)
     return c["B"] * c["T"] / statistics.median(dts[2:])
 

@@ -28,6 +28,9 @@ import yaml
 from transformers import GPT2Config, GPT2LMHeadModel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
+import train as bench_train  # noqa: E402  (bench/train.py: flops_per_token, the PyTorch peer)
+from shards import random_shards  # noqa: E402
 VOCAB = ROOT / "assets" / "gpt2.tiktoken"
 # Bounds (docs/gpu.md): fp32 on any device within 1e-4 of the CPU relative to the largest logit;
 # bf16 autocast within 3e-2 of fp32; 20 bf16 training steps within 0.05 of fp32 CPU in loss.
@@ -60,6 +63,12 @@ def sh(cmd, **kw):
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''} exited {p.returncode}: {p.stderr[-3000:]}")
     return p
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def shape(a):
@@ -106,24 +115,12 @@ def logits(a):
             and f["bf16_vs_fp32_rel"] <= BF16_REL), f
 
 
-def shards(d, n, seed=0):
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, 2001)
-    p /= p.sum()
-    for split in ("val", "train"):
-        header = np.zeros(256, dtype=np.int32)
-        header[:3] = [20240520, 1, n]
-        (d / f"shard_{split}_000000.bin").write_bytes(
-            header.tobytes() + rng.choice(2000, size=n, p=p).astype(np.uint16).tobytes())
-    return d
-
-
 def train(a, name, device, model, B, T, steps, total=None, autocast="", ckpt_every=0):
     d = a.work / name
     d.mkdir(parents=True, exist_ok=True)
     spec = {"name": name, "model": dict(model, n_positions=T),
-            "data": {"dir": str(shards(a.work / f"{name}-data", B * T * (steps + 4) * max(1, (total or B * T) // (B * T)) + 1))},
+            "data": {"dir": str(random_shards(a.work / f"{name}-data", n_train=(total or B * T) * (steps + 4) + 1,
+                                              n_val=(total or B * T) * 4 + 1))},
             "batch": {"total_tokens": total or B * T, "micro_batch": B, "seq_len": T},
             "optimizer": {"max_steps": steps, "warmup_steps": 2},
             "eval": {"val_every": 0, "sample_every": 0, "hellaswag_every": 0},
@@ -153,38 +150,6 @@ def training(a):
     return ok, f
 
 
-def pytorch_tps(a, model, B, T, steps, compile_):
-    torch.manual_seed(0)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    m = GPT2LMHeadModel(GPT2Config(**model, n_positions=T, vocab_size=50304, resid_pdrop=0, embd_pdrop=0,
-                                   attn_pdrop=0)).to(a.dev).train()
-    params = list(m.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=True)
-    fwd = torch.compile(m) if compile_ else m
-    x = torch.randint(0, 50257, (B, T), device=a.dev)
-    dts = []
-    for _ in range(steps):
-        if a.dev.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=a.dev.split(":")[0], dtype=torch.bfloat16, enabled=a.dev.startswith("cuda")):
-            logits = fwd(x).logits
-        loss = torch.nn.functional.cross_entropy(logits[..., :50257].float().reshape(-1, 50257), x.view(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if a.dev.startswith("cuda"):
-            torch.cuda.synchronize()
-        dts.append(time.perf_counter() - t)
-    del m, opt
-    if a.dev.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return B * T / statistics.median(dts[3:])
-
-
 @check("3 throughput: 124M training")
 def throughput(a):
     model = dict(n_layer=2, n_head=4, n_embd=128) if a.small else dict(n_layer=12, n_head=12, n_embd=768)
@@ -199,11 +164,10 @@ def throughput(a):
             f[f"B{B}"] = str(e)[-300:]
     tps = statistics.median(e["tokens_per_second"] for e in ev[3:])
     f.update(B=B, T=T, ours_tokens_per_s=tps, ours_mfu=statistics.median(e["mfu"] for e in ev[3:]))
-    n = 50304 * model["n_embd"] + model["n_layer"] * (12 * model["n_embd"] ** 2 + 13 * model["n_embd"]) + 2 * model["n_embd"]
-    flops = 6 * n + 12 * model["n_layer"] * model["n_embd"] * T
+    flops = bench_train.flops_per_token(dict(model, T=T))
     for name, comp in (("eager", False), ("compile", True)):
         try:
-            theirs = pytorch_tps(a, model, B, T, steps, comp)
+            theirs = bench_train.pytorch(dict(model, B=B, T=T), steps, comp, a.dev)
             f[f"pytorch_{name}_tokens_per_s"] = theirs
             f[f"pytorch_{name}_mfu_h200"] = theirs * flops / H200_BF16_DENSE
             f[f"ours_over_{name}"] = tps / theirs
@@ -224,9 +188,7 @@ def collectives(a):
     spec = yaml.safe_load((a.work / "ddp1" / "job.yaml").read_text())
     spec["checkpoint"]["dir"] = str(d / "ckpt")
     (d / "job.yaml").write_text(yaml.safe_dump(spec))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     procs = [subprocess.Popen([str(a.build / "worker/gpt2-worker"), "--vocab", str(VOCAB), "train", "--spec",
                                str(d / "job.yaml"), "--rank", str(r), "--world-size", "2", "--master-port",
                                str(port), "--timeout", "120", "--metrics-jsonl", str(d / "m.jsonl")],
@@ -241,12 +203,6 @@ def collectives(a):
     diff = max(abs(x["loss"] - y["loss"]) for x, y in zip(one, two))
     f["max_loss_diff"] = diff
     return diff <= 1e-4, f
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def complete(port, prompt, max_tokens):
@@ -268,7 +224,7 @@ def serving(a):
     hf = random_model(a, d)
     port, http = free_port(), free_port()
     proc = subprocess.Popen([str(a.build / "worker/gpt2-worker"), "--vocab", str(VOCAB), "serve", "--model", str(d),
-                             "--device", a.dev if a.dev != "cuda" else "cuda:0", "--listen", f"127.0.0.1:{free_port()}",
+                             "--device", a.dev, "--listen", f"127.0.0.1:{free_port()}",
                              "--http-listen", "", "--openai-listen", f"127.0.0.1:{port}",
                              "--max-slots", "128", "--kv-cache-mb", "256" if a.small else "8192"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -52,8 +52,8 @@ class Agent {
     absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> serve_creds = MakeServerCredentials(opts_.serve_tls);
     if (!serve_creds.ok()) return Fail(std::string(serve_creds.status().message()));
     // /metrics and /healthz carry the worker's metrics and the replica's (one registry).
-    absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> endpoints = ReplicaEndpoints::Start(
-        generate, opts_.serve_listen, *serve_creds, opts_.http_listen, metrics_.registry(), nullptr);
+    absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> endpoints =
+        ReplicaEndpoints::Start(generate, opts_.serve_listen, *serve_creds, opts_.http_listen, metrics_.registry());
     if (!endpoints.ok()) return Fail(std::string(endpoints.status().message()));
     serve_address_ = absl::StrCat(opts_.advertise_host, ":", (*endpoints)->port());
 

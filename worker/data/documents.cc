@@ -82,12 +82,8 @@ absl::StatusOr<Sniffed> Sniff(const std::string& path) {
 absl::Status CheckText(const std::string& path, std::string_view text) {
   if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
     return absl::InvalidArgumentError(absl::StrCat(path, ": binary, not text (a NUL byte at offset ", nul, ")"));
-  int64_t bad = 0;
-  for (size_t pos = ValidUtf8PrefixLength(text); pos < text.size(); pos += ValidUtf8PrefixLength(text.substr(pos))) {
-    ++bad;  // one byte of an ill-formed sequence; resume after it
-    ++pos;
-    if (pos >= text.size()) break;
-  }
+  int64_t bad = 0;  // bytes of ill-formed sequences: each stops a valid run and is stepped over
+  for (size_t pos = 0; (pos += ValidUtf8PrefixLength(text.substr(pos))) < text.size(); ++pos) ++bad;
   if (bad > 1 && static_cast<double>(bad) > kMaxInvalidUtf8 * static_cast<double>(text.size()))
     return absl::InvalidArgumentError(absl::StrCat(path, ": not UTF-8 text (", bad, " of ", text.size(),
                                                    " bytes are ill-formed; prep tolerates 1 in 1,000)"));
@@ -110,15 +106,9 @@ class ZFile {
     line->clear();
     while (true) {
       if (pos_ == buffer_.size()) {
-        buffer_.resize(1 << 16);
-        const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
-        buffer_.resize(n > 0 ? static_cast<size_t>(n) : 0);
-        pos_ = 0;
-        if (n <= 0) {
-          if (absl::Status s = Error(); !s.ok() || n < 0)
-            return s.ok() ? absl::DataLossError(path_ + ": read failed") : s;
-          return !line->empty();
-        }
+        absl::StatusOr<bool> more = Fill();
+        if (!more.ok()) return more.status();
+        if (!*more) return !line->empty();
       }
       const size_t end = buffer_.find('\n', pos_);
       if (end == std::string::npos) {
@@ -132,17 +122,31 @@ class ZFile {
     }
   }
 
+  // The rest of the file.
   absl::StatusOr<std::string> ReadAll() {
-    std::string contents;
-    char buffer[1 << 16];
-    int n;
-    while ((n = gzread(file_, buffer, sizeof(buffer))) > 0) contents.append(buffer, static_cast<size_t>(n));
-    if (n < 0 || !Error().ok()) return Error();
-    return contents;
+    std::string contents(buffer_, pos_);
+    while (true) {
+      absl::StatusOr<bool> more = Fill();
+      if (!more.ok()) return more.status();
+      if (!*more) return contents;
+      contents += buffer_;
+    }
   }
 
  private:
   ZFile(std::string path, gzFile file) : path_(std::move(path)), file_(file) {}
+
+  // Reads the next chunk into buffer_ (from pos_ 0); false at the end of the file.
+  absl::StatusOr<bool> Fill() {
+    buffer_.resize(1 << 16);
+    const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
+    buffer_.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    pos_ = 0;
+    if (n > 0) return true;
+    if (absl::Status s = Error(); !s.ok()) return s;
+    if (n < 0) return absl::DataLossError(absl::StrCat(path_, ": read failed"));
+    return false;
+  }
 
   absl::Status Error() {
     int code = Z_OK;
@@ -154,7 +158,7 @@ class ZFile {
 
   std::string path_;
   gzFile file_;
-  std::string buffer_;  // read ahead of the current line
+  std::string buffer_;  // the chunk read last; bytes before pos_ are consumed
   size_t pos_ = 0;
 };
 

@@ -308,11 +308,10 @@ grpc::Status GenerateServiceImpl::Complete(grpc::ServerContext* ctx, const v1::G
 
 absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> ReplicaEndpoints::Start(
     GenerateServiceImpl& service, const std::string& listen, std::shared_ptr<grpc::ServerCredentials> credentials,
-    const std::string& http_listen, std::shared_ptr<prometheus::Registry> registry, HttpServer::HealthCheck health) {
+    const std::string& http_listen, std::shared_ptr<prometheus::Registry> registry) {
   std::unique_ptr<ReplicaEndpoints> e(new ReplicaEndpoints());
   if (!http_listen.empty()) {
-    absl::StatusOr<std::unique_ptr<HttpServer>> http =
-        HttpServer::Start(http_listen, std::move(registry), std::move(health));
+    absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(http_listen, std::move(registry), nullptr);
     if (!http.ok()) return http.status();
     e->http_ = *std::move(http);
   }

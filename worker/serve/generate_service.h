@@ -53,14 +53,16 @@ class GenerateServiceImpl final : public gpt2d::v1::GenerateService::Service {
 
 // A replica's network face as `serve` and `run` both start it: `service` on a gRPC server at
 // `listen` (port 0: any free one) with the gRPC health service and reflection, and /metrics +
-// /healthz of `registry` at `http_listen` unless that is empty. Destroying it stops the gRPC
-// server, giving open calls 2 s.
+// /healthz (200 while the process runs) of `registry` at `http_listen` unless that is empty. Destroying it stops the
+// gRPC server, giving open calls 2 s.
 class ReplicaEndpoints {
  public:
   // Errors name the address that could not be bound.
-  static absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> Start(
-      GenerateServiceImpl& service, const std::string& listen, std::shared_ptr<grpc::ServerCredentials> credentials,
-      const std::string& http_listen, std::shared_ptr<prometheus::Registry> registry, HttpServer::HealthCheck health);
+  static absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> Start(GenerateServiceImpl& service,
+                                                                 const std::string& listen,
+                                                                 std::shared_ptr<grpc::ServerCredentials> credentials,
+                                                                 const std::string& http_listen,
+                                                                 std::shared_ptr<prometheus::Registry> registry);
   ~ReplicaEndpoints();
 
   int port() const { return port_; }  // GenerateService's

@@ -44,7 +44,7 @@ int RunServeCommand(const ServeOptions& o, const std::atomic<bool>& stop) {
                               o.token);
   if (!o.follow_dir.empty()) (*replica)->FollowReported(o.follow_dir, metrics);
   absl::StatusOr<std::unique_ptr<ReplicaEndpoints>> endpoints =
-      ReplicaEndpoints::Start(service, o.listen, grpc::InsecureServerCredentials(), o.http_listen, registry, nullptr);
+      ReplicaEndpoints::Start(service, o.listen, grpc::InsecureServerCredentials(), o.http_listen, registry);
   if (!endpoints.ok()) return Fail(std::string(endpoints.status().message()));
   std::unique_ptr<openai::Server> openai_server;
   if (!o.openai_listen.empty()) {
