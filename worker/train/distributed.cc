@@ -19,6 +19,7 @@ class LocalGroup final : public ProcessGroup {
  public:
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
+  std::string backend_name() const override { return "local"; }
   void AllReduceMean(std::vector<at::Tensor>&) override {}
   void AllReduceSum(at::Tensor&) override {}
   void Broadcast(at::Tensor&, int) override {}
@@ -42,6 +43,7 @@ class C10dGroup final : public ProcessGroup {
 
   int rank() const override { return backend_->getRank(); }
   int world_size() const override { return backend_->getSize(); }
+  std::string backend_name() const override { return backend_->getBackendName(); }
 
   void AllReduceMean(std::vector<at::Tensor>& tensors) override {
     // Bucket: flatten consecutive tensors, reduce, scatter back.
@@ -93,7 +95,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Create(const DistOpt
   if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", o.rank, " is not in a world of ", o.world_size));
   }
-  if (o.world_size == 1) return std::unique_ptr<ProcessGroup>(new LocalGroup());
+  if (o.world_size == 1 && !o.backend_when_alone) return std::unique_ptr<ProcessGroup>(new LocalGroup());
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(o.master_port);

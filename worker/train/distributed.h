@@ -24,6 +24,10 @@ struct DistOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  // A world of one is the identity, with no rendezvous and no backend, unless this is set: then it
+  // builds the device's backend (NCCL, Gloo) like any world, so that a check can prove NCCL
+  // initialises and reduces on a machine with one GPU (tests/tools/collectives.cc).
+  bool backend_when_alone = false;
 };
 
 class ProcessGroup {
@@ -34,6 +38,8 @@ class ProcessGroup {
 
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // "nccl", "gloo", or "local" for a world of one without a backend.
+  virtual std::string backend_name() const = 0;
   // In place: each tensor becomes the mean over ranks. Gradients go through here, flattened into
   // buckets of about 25M elements so that a step costs a few collectives, not one per tensor.
   virtual void AllReduceMean(std::vector<at::Tensor>& tensors) = 0;
