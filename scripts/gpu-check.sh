@@ -58,11 +58,14 @@ keep_logs() { [[ -n ${OUT:-} ]] && cp build-gpu.configure.log build-gpu.log "$OU
 start=$SECONDS
 # The build: this machine's torch (GPT2D_PYTHON), Hopper's SASS only (the check's GPU), Release.
 LINK="-Wl,-rpath-link,$LIB -Wl,--disable-new-dtags"
+# Debian's multiarch headers (openssl/opensslconf.h) are in a directory the compiler searches only
+# under /usr, never under a prefix.
+INC="-isystem $DEPS/usr/include/x86_64-linux-gnu"
 cmake -S . -B build-gpu -G Ninja -Wno-dev -DCMAKE_BUILD_TYPE=Release -DGPT2D_PYTHON="$PY" \
   -DCMAKE_PREFIX_PATH="$DEPS/usr;$LIB/cmake" -DTORCH_CUDA_ARCH_LIST=9.0 \
   -DPKG_CONFIG_EXECUTABLE="$TOOLS/pkgconf" -DProtobuf_PROTOC_EXECUTABLE="$TOOLS/protoc" \
   -DGRPC_CPP_PLUGIN="$DEPS/usr/bin/grpc_cpp_plugin" \
-  -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DCMAKE_SHARED_LINKER_FLAGS="$LINK" -DCMAKE_BUILD_RPATH="$LIB" \
+  -DCMAKE_C_FLAGS="$INC" -DCMAKE_CXX_FLAGS="$INC" -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DCMAKE_SHARED_LINKER_FLAGS="$LINK" -DCMAKE_BUILD_RPATH="$LIB" \
   >build-gpu.configure.log 2>&1 ||
   { tail -40 build-gpu.configure.log; keep_logs; echo "FAIL build: configure (build-gpu.configure.log)"; exit 1; }
 cmake --build build-gpu -j "$(nproc)" --target gpt2-worker gpt2_logits collectives >build-gpu.log 2>&1 ||

@@ -13,7 +13,7 @@ PACKAGES=(
   # the -dev packages scripts/setup.sh installs that the build reads (headers, CMake and pkg-config files)
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libcli11-dev libsqlite3-dev libpcre2-dev nlohmann-json3-dev libyaml-cpp-dev libgloo-dev
-  libjemalloc-dev libcpp-httplib-dev libboost1.74-dev libre2-dev libc-ares-dev libssl-dev zlib1g-dev
+  libjemalloc-dev libcpp-httplib-dev libboost1.74-dev libre2-dev libc-ares-dev libssl-dev zlib1g-dev libbrotli-dev
   # what prometheus-cpp's CMake package looks for (its pull and push parts: civetweb, curl)
   libcivetweb-dev libcivetweb1 civetweb libcurl4-openssl-dev libcurl4 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0
   # the shared libraries our binaries load (ldd of gpt2-worker, gpt2d, gpt2ctl and the tests) and protoc's

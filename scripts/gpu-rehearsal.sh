@@ -34,7 +34,7 @@ if [[ ! -x $ROOT/opt/venv/bin/python ]]; then
   [[ -n $mirror ]] || mirror=$(grep -hsE '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -n1)
   rm -rf --one-file-system "$ROOT" && mkdir -p "$SIM"
   echo "rehearsal: debootstrap trixie from $mirror" >&2
-  debootstrap --variant=minbase --include=g++,cmake,ninja-build,ca-certificates,python3,python3-venv \
+  debootstrap --variant=minbase --include=g++,cmake,ninja-build,ca-certificates,python3,python3-venv,python3-dev \
     trixie "$ROOT" "$mirror" >"$SIM/debootstrap.log" 2>&1 || { tail -20 "$SIM/debootstrap.log" >&2; exit 1; }
   # This machine's extra certificate authorities and resolver, for pip inside the root.
   if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
