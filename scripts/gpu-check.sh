@@ -40,12 +40,12 @@ fi
 LIB=$DEPS/usr/lib/x86_64-linux-gnu
 # The bundle's libraries are older than a newer machine's own (its libssl, say): they are never put
 # on the whole environment's LD_LIBRARY_PATH, where the machine's cmake and python would load them.
-# The bundle's programs run through wrappers that set it for themselves alone, the linker finds
-# them through -rpath-link, and our binaries through their DT_RPATH (which, unlike RUNPATH, also
-# serves the libraries' own dependencies: gRPC's abseil).
+# The bundle's programs run through wrappers that set it for themselves alone (grpc_cpp_plugin
+# inherits protoc's), the linker finds them through -rpath-link, and our binaries through their
+# DT_RPATH (which, unlike RUNPATH, also serves the libraries' own dependencies: gRPC's abseil).
 TOOLS=$(pwd)/build-gpu-tools
 mkdir -p "$TOOLS"
-for tool in protoc grpc_cpp_plugin pkgconf; do
+for tool in protoc pkgconf; do
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s:%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec %s "$@"\n' \
     "$LIB" "$DEPS/usr/lib" "$DEPS/usr/bin/$tool" >"$TOOLS/$tool"
   chmod +x "$TOOLS/$tool"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The Debian 12 libraries gpt2d builds against (and the GPT-2 vocabulary), unpacked into .gpu-deps/root for a machine that has
-# a compiler, CMake, CUDA and torch but no Debian -dev packages and no network: the lent GPU
-# machine (docs/gpu.md). Run here (it downloads the .debs); the device tool carries .gpu-deps with
-# the working tree (run(carry=[".gpu-deps"])), and scripts/gpu-check.sh builds against it there.
+# The Debian 12 libraries gpt2d builds against, unpacked into .gpu-deps/root, and the GPT-2
+# vocabulary, for a machine that has a compiler, CMake, CUDA and torch but no Debian -dev packages
+# and no network: the lent GPU machine (docs/gpu.md). Run here (it downloads the .debs); the
+# device tool carries .gpu-deps with the working tree (run(carry=[".gpu-deps"])), and
+# scripts/gpu-check.sh builds against it there.
 #
 # Only what the build needs: headers, shared libraries, CMake/pkg-config files, protoc and the gRPC
-# plugin, pkgconf. Static archives (but GoogleTest's) and documentation are dropped to stay inside the 64 MiB the tool carries.
+# plugin, pkgconf. Static archives (but GoogleTest's) and documentation are dropped to stay inside
+# the 64 MiB the tool carries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.gpu-deps

@@ -176,25 +176,35 @@ def throughput(a):
     return tps > 0, f
 
 
-def collective_ranks(a, world):
-    """tests/tools/collectives: each collective once through the device's backend, world ranks."""
+def run_ranks(argv, world, timeout):
+    """Starts argv(rank, port) for every rank of a world on one rendezvous port and waits for all,
+    killing what is still running at the deadline. Returns [(returncode, stdout, stderr)]."""
     port = free_port()
-    procs = [subprocess.Popen([str(a.build / "tests/tools/collectives"), a.dev, str(r), str(world), str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
-    deadline = time.time() + 180  # the tool's own collective timeout is 120 s
+    procs = [subprocess.Popen([str(x) for x in argv(r, port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for r in range(world)]
+    deadline = time.time() + timeout
     outs = []
     for p in procs:
         try:
-            outs.append(p.communicate(timeout=max(1.0, deadline - time.time())))
+            o, e = p.communicate(timeout=max(1.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
             p.kill()
-            outs.append(("", "timed out after 180 s: " + p.communicate()[1]))
+            o, e = p.communicate()
+            e = f"timed out after {timeout} s: {e}"
+        outs.append((p.returncode, o, e))
+    return outs
+
+
+def collective_ranks(a, world):
+    """tests/tools/collectives: each collective once through the device's backend, world ranks."""
+    # the tool's own collective timeout is 120 s
+    outs = run_ranks(lambda r, port: [a.build / "tests/tools/collectives", a.dev, r, world, port], world, 180)
     lines = []
-    for p, (o, e) in zip(procs, outs):
+    for rc, o, e in outs:
         try:
             lines.append(json.loads(o.strip().splitlines()[-1]))
         except (IndexError, json.JSONDecodeError):
-            lines.append({"ok": False, "error": f"exited {p.returncode}: {e[-400:]}"})
+            lines.append({"ok": False, "error": f"exited {rc}: {e[-400:]}"})
     return lines
 
 
@@ -227,15 +237,12 @@ def collectives(a):
     spec = yaml.safe_load((a.work / "ddp1" / "job.yaml").read_text())
     spec["checkpoint"]["dir"] = str(d / "ckpt")
     (d / "job.yaml").write_text(yaml.safe_dump(spec))
-    port = free_port()
-    procs = [subprocess.Popen([str(a.build / "worker/gpt2-worker"), "--vocab", str(VOCAB), "train", "--spec",
-                               str(d / "job.yaml"), "--rank", str(r), "--world-size", "2", "--master-port",
-                               str(port), "--timeout", "120", "--metrics-jsonl", str(d / "m.jsonl")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    outs = run_ranks(lambda r, port: [a.build / "worker/gpt2-worker", "--vocab", VOCAB, "train", "--spec",
+                                      d / "job.yaml", "--rank", r, "--world-size", 2, "--master-port", port,
+                                      "--timeout", 120, "--metrics-jsonl", d / "m.jsonl"], 2, 600)
     f["one_rank_losses"] = [e["loss"] for e in single]
-    if any(p.returncode for p in procs):
-        f["two_ranks_training_error"] = " | ".join(o[1][-400:] for o in outs)
+    if any(rc for rc, _, _ in outs):
+        f["two_ranks_training_error"] = " | ".join(e[-400:] for _, _, e in outs)
         return False, f
     ranked = [e for e in map(json.loads, (d / "m.jsonl").read_text().splitlines()) if e["event"] == "step"]
     f["two_rank_losses"] = [e["loss"] for e in ranked]
@@ -337,14 +344,14 @@ def main():
            "cuda": torch.version.cuda, "cpus": os.cpu_count()}
     print(f"gpu-check: {json.dumps(env)}", flush=True)
     a.report.parent.mkdir(parents=True, exist_ok=True)
+    save = lambda: a.report.write_text(json.dumps({"environment": env, "results": results}, indent=1))  # noqa: E731
+    save()
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as w:
         a.work = pathlib.Path(w)
         for i, c in checks:
             if not a.only or str(i) in a.only.split(","):
                 c(a)
-                # after every check: a run stopped at its time limit keeps what it finished
-                a.report.write_text(json.dumps({"environment": env, "results": results}, indent=1))
-    a.report.write_text(json.dumps({"environment": env, "results": results}, indent=1))
+                save()  # after every check: a run stopped at its time limit keeps what it finished
     failed = [r["check"] for r in results if not r["pass"]]
     print(f"gpu-check: {len(results) - len(failed)}/{len(results)} passed; report {a.report}")
     return 1 if failed else 0
